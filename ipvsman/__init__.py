@@ -1,0 +1,3 @@
+"""ipvsman: a terminal dashboard for Linux IPVS (LVS) directors."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,340 @@
+"""The polling thread: reads a backend at an interval, builds snapshots and runs commands."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ipvsman.backend import Backend, BackendError
+from ipvsman.model import (
+    Connection,
+    DestKey,
+    RawState,
+    Service,
+    ServiceKey,
+    Snapshot,
+    StateCounts,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY_LENGTH = 60  # samples of cps kept per service and real server (a minute at 1 s)
+
+
+@dataclass(frozen=True)
+class Command:
+    """Something to do in the polling thread; `describe()` is what the status bar says."""
+
+    def run(self, backend: Backend) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class SetWeight(Command):
+    dest: DestKey
+    old_weight: int
+    new_weight: int
+
+    def run(self, backend: Backend) -> str:
+        backend.set_weight(self.dest, self.new_weight)
+        return f"weight of {self.dest} {self.old_weight} -> {self.new_weight}"
+
+    def describe(self) -> str:
+        return f"set weight of {self.dest} to {self.new_weight}"
+
+
+@dataclass(frozen=True)
+class AddDest(Command):
+    service: ServiceKey
+    address: str
+    port: int
+    forward: str
+    weight: int
+
+    def run(self, backend: Backend) -> str:
+        backend.add_dest(self.service, self.address, self.port, self.forward, self.weight)
+        return f"added {self.address}:{self.port} to {self.service}"
+
+    def describe(self) -> str:
+        return f"add {self.address}:{self.port} to {self.service}"
+
+
+@dataclass(frozen=True)
+class RemoveDest(Command):
+    dest: DestKey
+
+    def run(self, backend: Backend) -> str:
+        backend.remove_dest(self.dest)
+        return f"removed {self.dest}"
+
+    def describe(self) -> str:
+        return f"remove {self.dest}"
+
+
+@dataclass(frozen=True)
+class CallInPoller(Command):
+    """Run any function with the backend in the polling thread (resync, sync test)."""
+
+    function: Callable[[Backend], str] = field(compare=False)
+    label: str = "task"
+
+    def run(self, backend: Backend) -> str:
+        return self.function(backend)
+
+    def describe(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: Command
+    ok: bool
+    message: str  # one line: what was done, or why it was refused
+
+
+SnapshotCallback = Callable[[Snapshot], None]
+ResultCallback = Callable[[CommandResult], None]
+
+
+def aggregate_connections(
+    services: Iterable[Service], connections: Iterable[Connection]
+) -> tuple[dict[ServiceKey, StateCounts], dict[DestKey, StateCounts]]:
+    """Count connections by state per service and per real server.
+
+    A connection names its virtual address and port; fwmark services have none, so their
+    connections are matched by real server instead. Persistence templates are not counted.
+    """
+    by_virtual: dict[tuple[str, str, int], ServiceKey] = {}
+    by_dest: dict[tuple[str, str, int], list[DestKey]] = collections.defaultdict(list)
+    for service in services:
+        key = service.key
+        if key.fwmark:
+            for dest in service.dests:
+                by_dest[("", dest.address, dest.port)].append(service.dest_key(dest))
+        else:
+            by_virtual[(key.protocol or "", key.address, key.port)] = key
+
+    service_counts: dict[ServiceKey, collections.Counter] = collections.defaultdict(collections.Counter)
+    dest_counts: dict[DestKey, collections.Counter] = collections.defaultdict(collections.Counter)
+    for conn in connections:
+        if conn.protocol == "IP" or conn.state == "NONE":
+            continue
+        skey = by_virtual.get((conn.protocol.lower(), conn.virtual, conn.virtual_port))
+        if skey is not None:
+            service_counts[skey][conn.state] += 1
+            dest_counts[DestKey(skey, conn.dest, conn.dest_port)][conn.state] += 1
+            continue
+        for dkey in by_dest.get(("", conn.dest, conn.dest_port), ()):
+            service_counts[dkey.service][conn.state] += 1
+            dest_counts[dkey][conn.state] += 1
+            break
+    return (
+        {k: StateCounts(v) for k, v in service_counts.items()},
+        {k: StateCounts(v) for k, v in dest_counts.items()},
+    )
+
+
+class RateHistory:
+    """A bounded history of cps per service and real server; forgets what disappeared."""
+
+    def __init__(self, length: int = HISTORY_LENGTH):
+        self.length = length
+        self._services: dict[ServiceKey, collections.deque] = {}
+        self._dests: dict[DestKey, collections.deque] = {}
+
+    def add(self, services: Iterable[Service]) -> tuple[dict, dict]:
+        seen_services, seen_dests = set(), set()
+        for service in services:
+            seen_services.add(service.key)
+            self._services.setdefault(service.key, collections.deque(maxlen=self.length)).append(
+                service.rates.cps
+            )
+            for dest in service.dests:
+                dkey = service.dest_key(dest)
+                seen_dests.add(dkey)
+                self._dests.setdefault(dkey, collections.deque(maxlen=self.length)).append(dest.rates.cps)
+        for gone in self._services.keys() - seen_services:
+            del self._services[gone]
+        for gone in self._dests.keys() - seen_dests:
+            del self._dests[gone]
+        return (
+            {k: tuple(v) for k, v in self._services.items()},
+            {k: tuple(v) for k, v in self._dests.items()},
+        )
+
+
+class Poller(threading.Thread):
+    """Polls `backend` every `interval` seconds and runs queued commands between polls.
+
+    All backend calls happen on this thread. Results leave it only through the two
+    callbacks, which must hand them to the UI thread themselves (MainLoop.call_from_thread).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        on_snapshot: SnapshotCallback,
+        on_result: ResultCallback | None = None,
+        interval: float = 1.0,
+        connections: bool = True,
+        history: int = HISTORY_LENGTH,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(name="ipvsman-poller", daemon=True)
+        self.backend = backend
+        self.on_snapshot = on_snapshot
+        self.on_result = on_result or (lambda result: None)
+        self.interval = interval
+        self.read_connections = connections
+        self.clock = clock
+        self._history = RateHistory(history)
+        self._commands: queue.Queue[Command | None] = queue.Queue()
+        self._stop_event = threading.Event()
+        self._paused = threading.Event()
+        self._seq = 0
+        self._last_good: RawState | None = None
+        self._last_histories: tuple[dict, dict] = ({}, {})
+        self._last_aggregates: tuple[dict, dict] = ({}, {})
+        self.open_error: str | None = None
+
+    # -- called from any thread ------------------------------------------------------------
+    def submit(self, command: Command) -> None:
+        """Queue a command; it runs before the next poll, which then shows its effect."""
+        self._commands.put(command)
+
+    def poll_now(self) -> None:
+        """Wake the thread for an immediate poll."""
+        self._commands.put(None)
+
+    def pause(self) -> None:
+        self._paused.set()
+        self.poll_now()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self.poll_now()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def stop(self, timeout: float | None = 2.0) -> None:
+        self._stop_event.set()
+        self._commands.put(None)
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self.backend.open()
+        except BackendError as exc:
+            self.open_error = str(exc)
+        except Exception as exc:  # never let the thread die silently
+            log.exception("backend open failed")
+            self.open_error = f"cannot open {self.backend.name} backend: {exc}"
+        try:
+            while not self._stop_event.is_set():
+                if not self._paused.is_set():
+                    self.on_snapshot(self.poll_once())
+                else:
+                    self.on_snapshot(self._paused_snapshot())
+                self._wait_and_run_commands()
+        finally:
+            try:
+                self.backend.close()
+            except Exception:
+                log.exception("backend close failed")
+
+    def _wait_and_run_commands(self) -> None:
+        deadline = time.monotonic() + self.interval
+        while not self._stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                command = self._commands.get(timeout=remaining)
+            except queue.Empty:
+                return
+            if command is None:
+                return
+            self.run_command(command)
+            # A change shows at once: poll right after it, not at the next tick.
+            return
+
+    def run_command(self, command: Command) -> CommandResult:
+        if self.open_error:
+            result = CommandResult(command, False, f"{command.describe()}: refused: {self.open_error}")
+        else:
+            try:
+                result = CommandResult(command, True, command.run(self.backend))
+            except BackendError as exc:
+                result = CommandResult(command, False, f"{command.describe()}: refused: {exc}")
+            except Exception as exc:
+                log.exception("command failed")
+                result = CommandResult(command, False, f"{command.describe()}: failed: {exc}")
+        self.on_result(result)
+        return result
+
+    def poll_once(self) -> Snapshot:
+        """Poll the backend once and build a snapshot; a failure keeps the last good state."""
+        started = time.monotonic()
+        error = self.open_error
+        state = None
+        if error is None:
+            try:
+                state = self.backend.poll(connections=self.read_connections)
+            except BackendError as exc:
+                error = str(exc)
+            except Exception as exc:
+                log.exception("poll failed")
+                error = f"poll failed: {type(exc).__name__}: {exc}"
+        if state is not None:
+            self._last_good = state
+            self._last_histories = self._history.add(state.services)
+            if state.connections is not None:
+                self._last_aggregates = aggregate_connections(state.services, state.connections)
+            else:
+                self._last_aggregates = ({}, {})
+        return self._snapshot(self._last_good or RawState(), time.monotonic() - started, error)
+
+    def _paused_snapshot(self) -> Snapshot:
+        return self._snapshot(self._last_good or RawState(), 0.0, None, paused=True)
+
+    def _snapshot(self, state: RawState, seconds: float, error: str | None, paused: bool = False) -> Snapshot:
+        self._seq += 1
+        return Snapshot(
+            seq=self._seq,
+            taken_at=self.clock(),
+            poll_seconds=seconds,
+            backend=self.backend.name,
+            writable=self.backend.writable and self.open_error is None,
+            state=state,
+            service_states=self._last_aggregates[0],
+            dest_states=self._last_aggregates[1],
+            service_history=self._last_histories[0],
+            dest_history=self._last_histories[1],
+            error=error,
+            paused=paused,
+        )
+
+
+def snapshot_once(backend: Backend, connections: bool = True) -> Snapshot:
+    """Open the backend, poll it once in this thread and close it: for --once."""
+    poller = Poller(backend, on_snapshot=lambda s: None, connections=connections)
+    try:
+        backend.open()
+    except BackendError as exc:
+        poller.open_error = str(exc)
+    try:
+        return poller.poll_once()
+    finally:
+        backend.close()

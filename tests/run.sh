@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (the IPVS guest's system packages, the Python test
+# dependencies) and runs every test, kernel tests included. Arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# qemu, Debian's kernel and virtme-ng boot the guest that has IPVS; ipvsadm is the reference;
+# keepalived programs IPVS for the drift tests; tmux drives the end-to-end dashboard test.
+PACKAGES="qemu-system-x86 linux-image-amd64 ipvsadm busybox-static iproute2 kmod procps tmux keepalived"
+missing=""
+for package in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    echo "ipvsman: installing system packages:$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+status=0
+python3 -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "ipvsman: pytest collected no tests: that is a failure" >&2
+    exit 1
+fi
+exit "$status"
