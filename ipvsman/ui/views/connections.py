@@ -1,0 +1,340 @@
+"""View 4, Connections: the connection table through a lazy list walker (a widget per visible row only),
+with a typed filter and sorting by column."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import urwid
+
+from ipvsman.model import STATE_LABELS, Connection, Snapshot, split_host_port
+from ipvsman.ui.views import View, ViewContext, address_sort_key
+from ipvsman.ui.widgets import Line, Row, fmt_count, fmt_seconds
+
+# Sort columns in the order `s` steps through them; None keeps the kernel's order.
+SORT_COLUMNS: tuple[str | None, ...] = (None, "proto", "expires", "state", "client", "virtual", "real", "origin")
+SORT_KEYS: dict[str, Callable[[Connection], object]] = {
+    "proto": lambda c: c.protocol,
+    "expires": lambda c: c.expires,
+    "state": lambda c: c.state,
+    "client": lambda c: (address_sort_key(c.client), c.client_port),
+    "virtual": lambda c: (address_sort_key(c.virtual), c.virtual_port),
+    "real": lambda c: (address_sort_key(c.dest), c.dest_port),
+    "origin": lambda c: c.origin or "",
+}
+
+# Column widths (with the space after each); the three address columns share the rest.
+PROTO, EXPIRES, STATE, ORIGIN = 4, 7, 12, 5
+
+FIELD_ALIASES = {
+    "c": "client", "client": "client", "from": "client",
+    "v": "virtual", "vip": "virtual", "virtual": "virtual",
+    "r": "real", "rs": "real", "real": "real", "dest": "real",
+    "state": "state", "s": "state",
+    "proto": "proto", "p": "proto",
+    "origin": "origin", "o": "origin",
+}  # fmt: skip
+STATE_BY_LABEL = {label.lower(): state for state, label in STATE_LABELS.items()}
+ENDPOINT_FIELDS = {"client": (1, 2), "virtual": (3, 4), "real": (5, 6)}  # Connection field indexes
+
+
+@functools.lru_cache(maxsize=65536)
+def normal_address(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+def parse_endpoint(value: str) -> tuple[str | None, int | None]:
+    """ADDR, ADDR:PORT, [ADDR6]:PORT or :PORT; raises ValueError with a readable reason."""
+    if value.startswith(":") and value[1:].isdigit():
+        return None, int(value[1:])
+    try:
+        return split_host_port(value)
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.ip_address(value.strip("[]"))), None
+    except ValueError:
+        raise ValueError(f"not an address, address:port or :port: {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ConnectionFilter:
+    """A parsed filter. Words: `field=value` (client/c, virtual/v, real/r, state, proto, origin) or
+    any text found in a connection. Values of one field are alternatives; everything else must hold."""
+
+    text: str
+    exact: tuple[tuple[str, tuple], ...]  # (field, alternatives)
+    words: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> ConnectionFilter:
+        exact: dict[str, list] = {}
+        words = []
+        for token in text.split():
+            field, sep, value = token.partition("=")
+            if not sep:
+                words.append(token.lower())
+                continue
+            name = FIELD_ALIASES.get(field.lower())
+            if name is None:
+                raise ValueError(f"unknown filter field {field!r} (use c=, v=, r=, state=, proto=, origin=)")
+            if not value:
+                raise ValueError(f"{field}= needs a value")
+            if name in ENDPOINT_FIELDS:
+                address, port = parse_endpoint(value)
+                exact.setdefault(name, []).append((address and normal_address(address), port))
+            elif name == "state":
+                exact.setdefault(name, []).append(STATE_BY_LABEL.get(value.lower(), value.upper()))
+            else:
+                exact.setdefault(name, []).append(value.upper())
+        return cls(text.strip(), tuple((k, tuple(v)) for k, v in exact.items()), tuple(words))
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.words)
+
+    def matches(self, conn: Connection) -> bool:
+        for field, alternatives in self.exact:
+            if field in ENDPOINT_FIELDS:
+                address_index, port_index = ENDPOINT_FIELDS[field]
+                address, port = normal_address(conn[address_index]), conn[port_index]
+                if not any((a is None or a == address) and (p is None or p == port) for a, p in alternatives):
+                    return False
+            elif field == "state":
+                if conn.state.upper() not in alternatives:
+                    return False
+            elif field == "proto":
+                if conn.protocol.upper() not in alternatives:
+                    return False
+            elif (conn.origin or "").upper() not in alternatives:
+                return False
+        if self.words:
+            haystack = searchable(conn)
+            return all(word in haystack for word in self.words)
+        return True
+
+
+def searchable(conn: Connection) -> str:
+    return (
+        f"{conn.protocol} {conn.client}:{conn.client_port} {conn.virtual}:{conn.virtual_port} "
+        f"{conn.dest}:{conn.dest_port} {conn.state} {STATE_LABELS.get(conn.state, '')} {conn.origin or ''}"
+    ).lower()
+
+
+def endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def identity(conn: Connection) -> tuple:
+    return tuple(conn[:7])
+
+
+class ConnectionWalker(urwid.ListWalker):
+    """Positions 0..n-1 over `order` (indexes into `connections`); a Row is made only when urwid
+    asks for a position, and kept only while it may be asked again."""
+
+    CACHE_LIMIT = 256
+
+    def __init__(self, formatter: Callable[[Connection], list]):
+        super().__init__()
+        self.formatter = formatter
+        self.connections: Sequence[Connection] = ()
+        self.order: Sequence[int] = ()
+        self.focus = 0
+        self.created = 0  # widgets made so far: a test checks this stays near a screenful
+        self._cache: dict[int, Row] = {}
+
+    def set_rows(self, connections: Sequence[Connection], order: Sequence[int], focus: int) -> None:
+        self.connections = connections
+        self.order = order
+        self.focus = max(0, min(focus, len(order) - 1))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Forget the made rows (their text changes: countdowns, names) and redraw."""
+        self._cache.clear()
+        self._modified()
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def connection_at(self, position: int) -> Connection:
+        return self.connections[self.order[position]]
+
+    def _row(self, position: int) -> Row:
+        row = self._cache.get(position)
+        if row is None:
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            row = Row(("conn", position))
+            row.set_markup(self.formatter(self.connection_at(position)))
+            self._cache[position] = row
+            self.created += 1
+        return row
+
+    def get_focus(self):
+        if not self.order:
+            return None, None
+        return self._row(self.focus), self.focus
+
+    def set_focus(self, position: int) -> None:
+        self.focus = position
+        self._modified()
+
+    def get_next(self, position: int):
+        if position + 1 >= len(self.order):
+            return None, None
+        return self._row(position + 1), position + 1
+
+    def get_prev(self, position: int):
+        if position <= 0 or not self.order:
+            return None, None
+        return self._row(position - 1), position - 1
+
+    def positions(self, reverse: bool = False):
+        return range(len(self.order) - 1, -1, -1) if reverse else range(len(self.order))
+
+
+class ConnectionsView(View):
+    name = "connections"
+    title = "Connections"
+    short_title = "Connections"
+    context = "connections"
+
+    def __init__(self):
+        super().__init__()
+        self.walker = ConnectionWalker(self._format)
+        self.listbox = urwid.ListBox(self.walker)
+        self.summary = urwid.Text("", wrap="clip")
+        self.column_header = urwid.Text("", wrap="clip")
+        head = urwid.Pile([self.summary, urwid.AttrMap(self.column_header, "colhead")])
+        self.widget = urwid.Frame(self.listbox, header=head)
+        self.filter = ConnectionFilter.parse("")
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+        self.snapshot: Snapshot | None = None
+        self.taken_at = 0.0  # when the table on screen was read
+        self.ctx = ViewContext()
+        self._computed_for: tuple | None = None
+        self._show_origin = False
+
+    # -- what the controller changes ---------------------------------------------------------
+    def set_filter(self, text: str) -> None:
+        """Raises ValueError (one readable line) for a filter that does not parse."""
+        self.filter = ConnectionFilter.parse(text)
+        self._recompute(keep_focus=False)
+
+    def step_sort(self, step: int) -> None:
+        index = SORT_COLUMNS.index(self.sort_column)
+        self.sort_column = SORT_COLUMNS[(index + step) % len(SORT_COLUMNS)]
+        self._recompute(keep_focus=True)
+
+    def reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self._recompute(keep_focus=True)
+
+    def update(self, snapshot: Snapshot | None, ctx: ViewContext) -> None:
+        self.ctx = ctx
+        if snapshot is not self.snapshot:
+            same_table = snapshot is not None and self.snapshot is not None and snapshot.state is self.snapshot.state
+            self.snapshot = snapshot
+            if not same_table:  # a paused poll repeats the table: keep its time, so countdowns go on
+                self.taken_at = snapshot.taken_at if snapshot else 0.0
+                self._recompute(keep_focus=True)
+                return
+        self._draw_heads()
+        self.walker.refresh()  # countdowns move on
+
+    def selection(self) -> Hashable | None:
+        if not self.walker.order:
+            return None
+        return identity(self.walker.connection_at(self.walker.focus))
+
+    # -- building -----------------------------------------------------------------------------
+    def _recompute(self, keep_focus: bool) -> None:
+        previous = self.selection() if keep_focus else None
+        previous_position = self.walker.focus
+        connections = self.snapshot.connections if self.snapshot else ()
+        self._show_origin = any(conn.origin for conn in connections[:64])
+        if self.filter:
+            order = [index for index, conn in enumerate(connections) if self.filter.matches(conn)]
+        else:
+            order = list(range(len(connections)))
+        if self.sort_column:
+            key = SORT_KEYS[self.sort_column]
+            order.sort(key=lambda index: key(connections[index]), reverse=self.sort_reverse)
+        elif self.sort_reverse:
+            order.reverse()
+        focus = 0
+        if previous is not None:
+            focus = self._find(connections, order, previous, previous_position)
+        self.walker.set_rows(connections, order, focus)
+        self._draw_heads()
+
+    @staticmethod
+    def _find(connections, order, wanted: tuple, near: int) -> int:
+        if near < len(order) and identity(connections[order[near]]) == wanted:
+            return near
+        for position, index in enumerate(order):
+            if identity(connections[index]) == wanted:
+                return position
+        return min(near, max(0, len(order) - 1))
+
+    def _widths(self) -> tuple[int, int]:
+        fixed = 1 + PROTO + EXPIRES + STATE + (ORIGIN if self._show_origin else 0)
+        flexible = max(3, (self.width - fixed) // 3)
+        return fixed, flexible
+
+    def _draw_heads(self) -> None:
+        total = len(self.snapshot.connections) if self.snapshot else 0
+        shown = len(self.walker.order)
+        summary = Line(self.width).add(" ")
+        if self.snapshot is None:
+            summary.add("waiting for the first poll…", None, "dim")
+        elif self.snapshot.state.connections is None:
+            summary.add("connection table not read (--no-connections)", None, "dim")
+        else:
+            summary.add(f"{fmt_count(shown)} of {fmt_count(total)} connections", None, "number")
+            if self.filter:
+                summary.add("   filter ", None, "dim").add(self.filter.text, None, "key")
+        sort = self.sort_column or "kernel order"
+        summary.add("   sorted by ", None, "dim").add(sort + (" (reversed)" if self.sort_reverse else ""))
+        self.summary.set_text(summary.markup)
+        arrow = "▼" if self.sort_reverse else "▲"
+
+        def title(text: str, column: str, width: int = 99) -> str:
+            """The column's title, with the sort arrow on the sorted one (cut to fit, not ellipsised)."""
+            return f"{text[: width - 1]}{arrow}" if column == self.sort_column else text
+
+        _, flexible = self._widths()
+        line = Line(self.width).add(" ")
+        columns = [("PRO", "proto", PROTO, "<"), ("EXPIRE", "expires", EXPIRES, ">"), ("STATE", "state", STATE, "<"),
+                   ("CLIENT", "client", flexible, "<"), ("VIRTUAL", "virtual", flexible, "<"),
+                   ("REAL SERVER", "real", flexible, "<")]  # fmt: skip
+        for text, column, width, align in columns:
+            line.add(title(text, column, width - 1), width - 1, align=align).gap(1)
+        if self._show_origin:
+            rest = line.rest()
+            line.add(title("ORIGIN" if rest >= 6 else "ORIG", "origin", rest), rest)
+        self.column_header.set_text(line.markup)
+
+    def _format(self, conn: Connection) -> list:
+        elapsed = self.ctx.now - self.taken_at
+        _, flexible = self._widths()
+        line = Line(self.width).add(" ").col(conn.protocol, PROTO)
+        line.col(fmt_seconds(max(0.0, conn.expires - max(0.0, elapsed))), EXPIRES, align=">")
+        if conn.is_template:
+            line.col("template", STATE, "dim")
+        else:
+            line.col(STATE_LABELS.get(conn.state, conn.state), STATE)
+        line.col(endpoint(conn.client, conn.client_port), flexible)
+        line.col(endpoint(conn.virtual, conn.virtual_port), flexible)
+        line.col(endpoint(conn.dest, conn.dest_port), flexible)
+        if self._show_origin:
+            line.add(conn.origin or "-", ORIGIN, "key" if conn.origin == "SYNC" else "dim")
+        return line.markup
