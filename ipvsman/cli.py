@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.once:
         from ipvsman.output import print_once
 
-        return print_once(make_backend(options), as_json=options.json, connections=options.list_connections)
+        return print_once(
+            make_backend(options),
+            as_json=options.json,
+            connections=options.list_connections,
+            read_connections=options.connections,
+        )
     from ipvsman.ui.app import run
 
     return run(options, make_backend(options))

@@ -209,7 +209,9 @@ class Connection(NamedTuple):
 
     @property
     def is_template(self) -> bool:
-        return self.protocol == "IP" or self.state == "NONE"
+        # The kernel names a template's state NONE, or ASSURED once a connection through it
+        # was established (ip_vs_ctpl_state_name_table).
+        return self.protocol == "IP" or self.state in ("NONE", "ASSURED")
 
 
 class StateCounts(Mapping[str, int]):

@@ -110,29 +110,30 @@ def aggregate_connections(
     """Count connections by state per service and per real server.
 
     A connection names its virtual address and port; fwmark services have none, so their
-    connections are matched by real server instead. Persistence templates are not counted.
+    connections are matched by real server instead (by address alone for a port-0 real server,
+    whose connections carry the virtual port). Persistence templates are not counted.
     """
     by_virtual: dict[tuple[str, str, int], ServiceKey] = {}
-    by_dest: dict[tuple[str, str, int], list[DestKey]] = collections.defaultdict(list)
+    by_dest: dict[tuple[str, int], list[DestKey]] = collections.defaultdict(list)
     for service in services:
         key = service.key
         if key.fwmark:
             for dest in service.dests:
-                by_dest[("", dest.address, dest.port)].append(service.dest_key(dest))
+                by_dest[(dest.address, dest.port)].append(service.dest_key(dest))
         else:
             by_virtual[(key.protocol or "", key.address, key.port)] = key
 
     service_counts: dict[ServiceKey, collections.Counter] = collections.defaultdict(collections.Counter)
     dest_counts: dict[DestKey, collections.Counter] = collections.defaultdict(collections.Counter)
     for conn in connections:
-        if conn.protocol == "IP" or conn.state == "NONE":
+        if conn.is_template:
             continue
         skey = by_virtual.get((conn.protocol.lower(), conn.virtual, conn.virtual_port))
         if skey is not None:
             service_counts[skey][conn.state] += 1
             dest_counts[DestKey(skey, conn.dest, conn.dest_port)][conn.state] += 1
             continue
-        for dkey in by_dest.get(("", conn.dest, conn.dest_port), ()):
+        for dkey in by_dest.get((conn.dest, conn.dest_port)) or by_dest.get((conn.dest, 0), ()):
             service_counts[dkey.service][conn.state] += 1
             dest_counts[dkey][conn.state] += 1
             break
