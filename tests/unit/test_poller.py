@@ -284,9 +284,6 @@ def test_poll_errors_of_every_kind_become_messages(error):
 
 
 def test_assured_templates_are_not_counted_and_port0_fwmark_servers_match_by_address():
-    from ipvsman.model import Connection, Dest, Service, ServiceKey
-    from ipvsman.poller import aggregate_connections
-
     fwmark = ServiceKey("inet", None, "", 0, fwmark=7)
     service = Service(fwmark, "rr", dests=(Dest("10.0.0.5", 0, "route", 1),))
     connections = [
