@@ -1,0 +1,1 @@
+"""Connection sync: the kernel's multicast sync protocol, resync of the table, sync test and monitor."""
