@@ -110,6 +110,11 @@ def guest_results(session) -> dict:
             f"\nipvsman: ran {len(node_ids)} kernel tests in the IPVS guest (exit {run.returncode}); "
             f"log: {rwdir / 'guest.log'}"
         )
+        for node_id, result in results.items():
+            if result.get("outcome") == "passed" and result.get("message", "").strip():
+                reporter.write_line(f"  {node_id} printed:")
+                for line in result["message"].strip().splitlines():
+                    reporter.write_line(f"    {line}")
     stash[_results_key] = results
     return results
 
@@ -124,9 +129,11 @@ def _read_report(path: Path) -> dict:
         except ValueError:
             continue
         current = outcomes.setdefault(entry["nodeid"], {"outcome": "passed", "message": ""})
-        if entry["outcome"] == "failed" and current["outcome"] != "failed":
+        if entry["outcome"] == "passed":
+            current["message"] = entry["message"]
+        elif entry["outcome"] == "failed" and current["outcome"] != "failed":
             current.update(outcome="failed", message=f"{entry['when']}: {entry['message']}")
-        elif entry["outcome"] == "skipped" and current["outcome"] == "passed":
+        if entry["outcome"] == "skipped" and current["outcome"] == "passed":
             current.update(outcome="skipped", message=entry["message"])
     return outcomes
 
@@ -140,6 +147,8 @@ def pytest_runtest_logreport(report):
         return
     if report.outcome == "skipped" and isinstance(report.longrepr, tuple):
         message = report.longrepr[2]
+    elif report.outcome == "passed":
+        message = report.capstdout[-3000:]  # figures a test prints, shown by the host
     else:
         message = str(report.longrepr or "")[-6000:]
     with open(path, "a") as out:
