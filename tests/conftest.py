@@ -111,7 +111,7 @@ def guest_results(session) -> dict:
             f"log: {rwdir / 'guest.log'}"
         )
         for node_id, result in results.items():
-            if result.get("outcome") == "passed" and result.get("message", "").strip():
+            if isinstance(result, dict) and result.get("outcome") == "passed" and result.get("message", "").strip():
                 reporter.write_line(f"  {node_id} printed:")
                 for line in result["message"].strip().splitlines():
                     reporter.write_line(f"    {line}")
