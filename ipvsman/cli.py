@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--audit-log",
         metavar="PATH",
         default=default_audit_log(),
-        help="where weight changes are logged (default %(default)s)",
+        help="where changes (weights, real servers added or removed) are logged (default %(default)s)",
     )
     ui.add_argument("--colors", choices=("16", "256", "mono"), default=None, help="colour depth (default: detect)")
     ui.add_argument("--no-resolve", action="store_true", help="start with numeric addresses and ports")

@@ -2,6 +2,10 @@
 (text and SVG); `--check` lists the files that are stale instead of writing them.
 
     python -m ipvsman.screenshots [--check] [--out DIR]
+
+The pictures show the demo with screenshots/demo.topology and screenshots/demo-keepalived.conf
+(names, drift, VRRP owners), with a fixed table of port and host names so they do not depend
+on this machine's /etc/services and /etc/hosts.
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ import urwid
 import urwid.testing
 
 from ipvsman.demo import DemoBackend
+from ipvsman.keepalived import parse_keepalived
 from ipvsman.model import DestKey, ServiceKey, Snapshot
+from ipvsman.names import NameResolver, Names, PortNames
 from ipvsman.poller import Command, Poller
-from ipvsman.ui.app import Dashboard
+from ipvsman.topology import parse_topology
+from ipvsman.ui.app import DEMO_MONITOR_OFF, Dashboard
+from ipvsman.ui.config import Configurations
 from ipvsman.ui.health import DirectorSample, Health, InterfaceRates
 from ipvsman.ui.palette import PALETTE
+from ipvsman.ui.syncpanel import SyncPanel
 
 SIZE = (100, 30)
 SEED = 1
@@ -32,6 +41,13 @@ START = 1_700_000_000.0  # the demo's wall clock at its first poll (UTC)
 POLL_SECONDS = 0.008
 HOST = "lvs-1"
 OUT = Path(__file__).resolve().parent.parent / "screenshots"
+DEMO_TOPOLOGY = OUT / "demo.topology"
+DEMO_KEEPALIVED = OUT / "demo-keepalived.conf"
+
+# Names as this machine's services database and hosts file might give them, fixed for the pictures.
+PORT_NAMES = {(389, "tcp"): "ldap", (636, "tcp"): "ldaps", (80, "tcp"): "http", (443, "tcp"): "https",
+              (53, "udp"): "domain", (25, "tcp"): "smtp"}  # fmt: skip
+HOSTS = {"10.10.10.100": "ldap", "10.10.10.80": "www", "10.10.10.53": "ns", "2001:db8:10::80": "www6"}
 
 # A fixed look at the director's own health, so the pictures do not change from run to run.
 HEALTH = DirectorSample(
@@ -41,6 +57,8 @@ HEALTH = DirectorSample(
 
 # What the bindings picture shows being done: one server drained with `0`.
 DRAINED = DestKey(ServiceKey("inet", "tcp", "10.10.10.80", 80), "10.10.20.13", 80)
+# What the details picture shows: ldap4, drained by hand, which demo-keepalived.conf gives weight 100.
+DRIFTING = DestKey(ServiceKey("inet", "tcp", "10.10.10.100", 389), "10.10.10.204", 389)
 
 # SVG geometry and the colours of the terminal's own foreground and background (a dark terminal).
 CELL_WIDTH = 8.43  # the advance of DejaVu Sans Mono at 14 px
@@ -80,8 +98,31 @@ class StepPoller:
         dashboard.apply_snapshot(steady(self.poller.poll_once()))
 
 
+def _port_name(port: int, protocol: str) -> str:
+    try:
+        return PORT_NAMES[(port, protocol)]
+    except KeyError:
+        raise OSError("port/proto not found") from None
+
+
+def demo_configurations() -> Configurations:
+    """screenshots/demo.topology and demo-keepalived.conf, known by their names alone (stable pictures)."""
+    return Configurations(
+        topology=parse_topology(DEMO_TOPOLOGY.read_text(encoding="utf-8"), DEMO_TOPOLOGY.name),
+        keepalived=parse_keepalived(DEMO_KEEPALIVED.read_text(encoding="utf-8"), DEMO_KEEPALIVED.name, "lvs-1"),
+    )
+
+
+def demo_names(configs: Configurations) -> Names:
+    names = Names(NameResolver(lookup=None, hosts_path=None, hosts=HOSTS), ports=PortNames(_port_name))
+    for config in configs.loaded():
+        names.add_configuration(config)
+    return names
+
+
 def demo_dashboard(seed: int = SEED, polls: int = POLLS) -> tuple[Dashboard, StepPoller]:
-    """A dashboard fed `polls` snapshots of the demo director, with fixed clocks and health."""
+    """A dashboard fed `polls` snapshots of the demo director, with fixed clocks, health, names and
+    configuration files."""
     backend = DemoBackend(seed=seed, tick=TICK)
     ticks = iter(range(10**9))
     poller = Poller(backend, on_snapshot=lambda snapshot: None, clock=lambda: START + next(ticks) * TICK)
@@ -89,7 +130,15 @@ def demo_dashboard(seed: int = SEED, polls: int = POLLS) -> tuple[Dashboard, Ste
         read_only=False, weight_step=1, audit_log=None, colors=None, no_resolve=False,
         interval=TICK, connections=True, topology=None, keepalived=None,
     )  # fmt: skip
-    dashboard = Dashboard(options, hostname=HOST, clock=lambda: START + (polls - 1) * TICK + 0.4)
+    configs = demo_configurations()
+    dashboard = Dashboard(
+        options,
+        hostname=HOST,
+        clock=lambda: START + (polls - 1) * TICK + 0.4,
+        names=demo_names(configs),
+        configs=configs,
+        sync_panel=SyncPanel(None, off_reason=DEMO_MONITOR_OFF),
+    )
     stepper = StepPoller(poller)
     dashboard.poller = stepper
     backend.open()
@@ -127,6 +176,16 @@ def screens() -> dict[str, tuple[list[str], list]]:
             dashboard.keypress(size, "s")
             dashboard.keypress(size, "s")  # by expiry
         shot(name)
+    dashboard.keypress(size, "2")
+    dashboard.keypress(size, "D")  # drift only
+    shot("drift")
+    dashboard.keypress(size, "D")
+    dashboard.keypress(size, "3")  # the details (`i`) of a drained real server that keepalived would restore
+    while dashboard.view.selection() != DRIFTING:
+        dashboard.keypress(size, "down")
+    dashboard.keypress(size, "i")
+    shot("details")
+    dashboard.keypress(size, "esc")
     dashboard.keypress(size, "1")
     dashboard.keypress(size, "?")
     shot("help")

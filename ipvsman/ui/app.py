@@ -1,8 +1,10 @@
 """The dashboard's controller: owns the MainLoop, the views and the commands the keymap names.
 
 Snapshots come from the polling thread through MainLoop.call_from_thread; only the newest
-waiting one is drawn when the screen falls behind. Keys become commands (poller.SetWeight and
-friends) submitted to the poller; no widget is touched outside the loop's thread.
+waiting one is drawn when the screen falls behind. Keys become commands (poller.SetWeight,
+AddDest, RemoveDest) submitted to the poller; no widget is touched outside the loop's thread.
+The configuration files (topology, keepalived.conf) are read once at start; drift against them
+is worked out for every snapshot.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import os
 import socket
 import sys
 import threading
@@ -19,23 +22,36 @@ from dataclasses import dataclass
 
 import urwid
 
-from ipvsman import keepalived, topology, vips
-from ipvsman import names as names_module
-from ipvsman.model import WEIGHT_MAX, DestKey, ServiceKey, Snapshot, join_host_port
-from ipvsman.poller import Command, CommandResult, SetWeight
+from ipvsman import vips
+from ipvsman.drift import DriftReport, dests_to_add, find_drift, reload_restores_weight, reload_warning
+from ipvsman.model import FORWARD_LABELS, WEIGHT_MAX, DestKey, ServiceKey, Snapshot, join_host_port
+from ipvsman.names import Names
+from ipvsman.poller import AddDest, Command, CommandResult, RemoveDest, SetWeight
+from ipvsman.topology import ConfiguredDest
 from ipvsman.ui.audit import AuditLog
+from ipvsman.ui.config import Configurations, load_configurations, make_names
+from ipvsman.ui.dialogs import ChoiceDialog, ConfirmDialog, DetailsDialog, Dialog
 from ipvsman.ui.health import DirectorSample, DirectorWatcher, HealthSampler, describe
 from ipvsman.ui.help import HelpOverlay
 from ipvsman.ui.keymap import KEYMAP, key_label
 from ipvsman.ui.palette import PALETTE, color_depth
 from ipvsman.ui.status import FilterPrompt, Header, StatusBar
-from ipvsman.ui.views import Names, View, ViewContext
+from ipvsman.ui.syncpanel import SyncPanel
+from ipvsman.ui.views import (
+    View,
+    ViewContext,
+    drift_text,
+    host_label,
+    numeric_names,
+    server_label,
+    service_title,
+)
 from ipvsman.ui.views.bindings import BindingsView
 from ipvsman.ui.views.connections import ConnectionsView
 from ipvsman.ui.views.realservers import RealServersView
 from ipvsman.ui.views.sync import SyncView
 from ipvsman.ui.views.virtual import VirtualServersView
-from ipvsman.ui.widgets import fmt_age
+from ipvsman.ui.widgets import fmt_age, fmt_count
 
 MIN_COLS, MIN_ROWS = 80, 24
 WIDE_COLS = 100  # from here on the tab bar has room for the views' full titles
@@ -66,57 +82,17 @@ HINTS = {
     "global": [(("sync.resync",), "resync"), (("sync.test",), "sync test")],
 }
 COMMON_HINTS = [(("poll.pause",), "pause"), (("help.toggle",), "help"), (("app.quit",), "quit")]
+# Hints of views 1-3 shown while the footer has room: drift when there is a configuration to compare
+# with, add when a topology lists real servers.
+DRIFT_HINT = (("drift.toggle",), "drift only")
+ADD_HINT = (("servers.add",), "add")
+DETAILS_HINT = (("details.show",), "details")
+DIALOG_COMMANDS = ("choose.", "confirm.", "details.")
+DEMO_MONITOR_OFF = "monitor off in the demo: its sync interface eth0 is made up, there is nothing to listen to"
 
 
 def _option(options: argparse.Namespace, name: str, default):
     return getattr(options, name, default)
-
-
-def load_names(options: argparse.Namespace, demo: bool, on_update: Callable[[], None]) -> tuple[Names | None, list[str]]:
-    """Names from ipvsman.names (configuration, /etc/hosts, reverse DNS), and what went wrong.
-
-    The demo's addresses are made up, so the demo never asks DNS about them.
-    """
-    try:
-        resolver = names_module.NameResolver(lookup=None if demo else names_module.reverse_dns, on_update=on_update)
-        labels = names_module.Names(resolver)
-    except Exception as exc:  # names are a comfort: the dashboard runs numeric without them
-        return None, [f"names: {exc}"]
-    errors = []
-    sources = [
-        (_option(options, "topology", None), topology.read_topology),
-        (_option(options, "keepalived", None) or keepalived.default_path(), keepalived.read_keepalived),
-    ]
-    for path, read in sources:
-        if not path:
-            continue
-        try:
-            labels.add_configuration(read(path))
-        except Exception as exc:  # a file that does not parse must not stop the dashboard
-            errors.append(f"names from {path}: {exc}")
-    return ResolverNames(labels), errors
-
-
-class ResolverNames(Names):
-    """Adapts ipvsman.names.Names to what the views ask: a name, or None when there is none."""
-
-    def __init__(self, names):
-        self.names = names
-
-    def address(self, address: str) -> str | None:
-        host = self.names.host(address)
-        return None if host == address else host
-
-    def service(self, key: ServiceKey) -> str | None:
-        return self.names.service_name(key)
-
-    def dest(self, key: DestKey) -> str | None:
-        name = self.names.dest_name(key)
-        return None if name in (None, key.address) else name
-
-    def close(self) -> None:
-        if self.names.resolver is not None:
-            self.names.resolver.close()
 
 
 def load_local_addresses(options: argparse.Namespace) -> Callable[[], Iterable[tuple[str, str]]]:
@@ -139,10 +115,9 @@ def load_resync():
         raise
 
 
-# ---- HOOK: sync monitor panel (ipvsman.sync.monitor.SyncMonitor, written by another helper) ----
-def sync_monitor_lines() -> list[str] | None:
-    """Lines for the sync view's monitor panel; None until ipvsman.sync.monitor is wired in here."""
-    return None
+def _is_missing(selection) -> bool:
+    """Whether a row stands for a configured service or real server the kernel lacks."""
+    return isinstance(selection, tuple) and len(selection) == 2 and selection[0] == "missing"
 
 
 @dataclass
@@ -150,6 +125,7 @@ class PendingChange:
     old: int
     new: int
     outstanding: int = 1  # commands sent and not answered yet
+    warning: str | None = None  # keepalived's next reload undoes it (said again when confirmed)
 
 
 class DashboardWidget(urwid.WidgetWrap):
@@ -200,6 +176,8 @@ class Dashboard:
         watcher: DirectorWatcher | None = None,
         names: Names | None = None,
         audit: AuditLog | None = None,
+        configs: Configurations | None = None,
+        sync_panel: SyncPanel | None = None,
     ):
         self.options = options
         self.poller = poller
@@ -209,8 +187,9 @@ class Dashboard:
         if _option(options, "netns", None):
             self.hostname += f" netns {options.netns}"
         self.watcher = watcher
-        self.resolver = names
-        self.names_on = not _option(options, "no_resolve", False)
+        self.names = names if names is not None else numeric_names()
+        self.configs = configs if configs is not None else Configurations()
+        self.sync_panel = sync_panel if sync_panel is not None else SyncPanel(None, off_reason="sync monitor off")
         self.audit = audit if audit is not None else AuditLog(_option(options, "audit_log", None))
         self.weight_step = _option(options, "weight_step", 1)
         self.keymap = KEYMAP
@@ -223,6 +202,9 @@ class Dashboard:
         self.pending: dict[DestKey, PendingChange] = {}
         self.drained: dict[DestKey, int] = {}
         self.held: dict[str, str] | None = None
+        self.owners: dict[str, vips.VipOwner] | None = None  # VIP -> where it is held, while `held` is known
+        self.drift: DriftReport | None = None  # against configs.drift_source, for the snapshot on screen
+        self.drift_only = False
         self.health = None
         self.width = 100
         self._director_errors: set[str] = set()
@@ -234,6 +216,9 @@ class Dashboard:
         self.prompt: FilterPrompt | None = None
         self.job = None  # the running resync or sync test (ipvsman.sync.resync.SyncJob)
         self.help: HelpOverlay | None = None
+        self.dialog: Dialog | None = None
+        self._on_dialog_yes: Callable[[], None] | None = None  # what `y` does in a ConfirmDialog
+        self._choice_service: ServiceKey | None = None  # the service a ChoiceDialog adds to
         self.frame = urwid.Frame(self.view.widget, header=self.header, footer=self.status)
         self.top = DashboardWidget(self, self.frame)
         self.commands = self._register_commands()
@@ -242,8 +227,18 @@ class Dashboard:
         self._latest: Snapshot | None = None
         self._apply_scheduled = False
         self._names_scheduled = False
+        self._names_drawn = -1  # names.version on screen
         self._results: collections.deque[CommandResult] = collections.deque()
         self.refresh()
+        self._report_configuration_errors()
+
+    def _report_configuration_errors(self) -> None:
+        """One status line per file with errors (view 5 lists every one); the dashboard goes on."""
+        for summary in self.configs.summaries():
+            if summary.errors:
+                count = len(summary.errors)
+                more = f" (+{count - 1} more, view 5 lists them)" if count > 1 else ""
+                self.status.post(f"{summary.errors[0]}{more}", "warn", seconds=30.0)
 
     # -- commands -----------------------------------------------------------------------------
     def _register_commands(self) -> dict[str, Callable[[], None]]:
@@ -258,6 +253,15 @@ class Dashboard:
                 "view.previous": lambda: self.step_view(-1),
                 "poll.pause": self.toggle_pause,
                 "names.toggle": self.toggle_names,
+                "drift.toggle": self.toggle_drift_only,
+                "details.show": self.show_details,
+                "details.close": self.close_dialog,
+                "servers.add": self.add_dest,
+                "servers.remove": self.remove_dest,
+                "choose.apply": self.apply_choice,
+                "choose.cancel": lambda: self.close_dialog("nothing added"),
+                "confirm.yes": self.confirm_yes,
+                "confirm.no": lambda: self.close_dialog("nothing changed"),
                 "sync.resync": lambda: self.run_sync_hook("sync.resync"),
                 "sync.test": lambda: self.run_sync_hook("sync.test"),
                 "help.toggle": self.toggle_help,
@@ -283,6 +287,8 @@ class Dashboard:
             return ["filter"]
         if self.help is not None:
             return ["help", "global"]
+        if self.dialog is not None:
+            return [self.dialog.context, "global"]
         return [self.view.context, "global"] if self.view.context != "global" else ["global"]
 
     def keypress(self, size, key: str) -> str | None:
@@ -294,6 +300,11 @@ class Dashboard:
             return key
         if self.help is not None and not command.startswith(("nav.", "help.")):
             self.close_help()
+        if self.dialog is not None and not command.startswith(("nav.", *DIALOG_COMMANDS)):
+            if self.dialog.modal:  # a question or a choice waits for its answer
+                self.status.post(f"{self.dialog.title}: {self.dialog.hint} first", "warn")
+                return None
+            self.close_dialog()
         self.commands[command]()
         return None
 
@@ -325,23 +336,30 @@ class Dashboard:
         if cols != self.width:
             self.width = cols
             self.refresh_header()
+            self.refresh_hint()
             self.refresh_view()
 
     def context(self) -> ViewContext:
+        source = self.configs.drift_source
         return ViewContext(
             now=self.clock(),
-            names=self.resolver if (self.resolver is not None and self.names_on) else Names(),
-            held=self.held,
+            names=self.names,
+            owners=self.owners,
             pending={key: (change.old, change.new) for key, change in self.pending.items()},
             drained=dict(self.drained),
             interval=_option(self.options, "interval", 1.0),
             read_connections=_option(self.options, "connections", True),
             messages=tuple(self.status.history),
-            sync_panel=sync_monitor_lines(),
+            drift=self.drift,
+            drift_source=os.path.basename(source.path) if source is not None else "",
+            drift_only=self.drift_only and self.drift is not None,
+            sync_monitor=self.sync_panel.state() if isinstance(self.view, SyncView) else None,
+            configs=tuple(self.configs.summaries()),
         )
 
     def refresh_view(self) -> None:
         self.view.width = self.width
+        self._names_drawn = self.names.version
         self.view.update(self.snapshot, self.context())
 
     def refresh(self) -> None:
@@ -350,10 +368,28 @@ class Dashboard:
         self.refresh_view()
 
     def refresh_hint(self) -> None:
-        markup = []
-        for commands, text in HINTS.get(self.view.context, []) + COMMON_HINTS:
-            keys = "/".join(key_label(self.keymap.keys_for(command)[0]) for command in commands)
-            markup += [("key", f" {keys}"), ("hint", f" {text} ")]
+        """Key hints for the view; the optional ones (details, drift, add) only while they fit."""
+        hints = list(HINTS.get(self.view.context, []))
+        optional = []
+        if self.view.context == "servers":
+            if self.configs.drift_source is not None:
+                optional.append(DRIFT_HINT)
+            if self.configs.topology is not None:
+                optional.append(ADD_HINT)
+            optional.append(DETAILS_HINT)
+
+        def markup_of(entries):
+            markup = []
+            for commands, text in entries:
+                keys = "/".join(key_label(self.keymap.keys_for(command)[0]) for command in commands)
+                markup += [("key", f" {keys}"), ("hint", f" {text} ")]
+            return markup
+
+        while True:
+            markup = markup_of(hints + optional + COMMON_HINTS)
+            if not optional or sum(len(text) for _, text in markup) <= self.width:
+                break
+            optional.pop()
         self.status.set_hint(markup)
 
     def mode_words(self) -> list[tuple[str, str]]:
@@ -371,6 +407,8 @@ class Dashboard:
             words.append(("header.paused", "PAUSED"))
         if snapshot is not None and snapshot.error:
             words.append(("header.error", "POLL ERROR"))
+        if self.drift:
+            words.append(("header.drift", f"DRIFT {len(self.drift)}" + (" ONLY" if self.drift_only else "")))
         return words
 
     def refresh_header(self) -> None:
@@ -437,7 +475,7 @@ class Dashboard:
     def _apply_names(self) -> None:
         with self._lock:
             self._names_scheduled = False
-        if self.names_on:
+        if self.names.version != self._names_drawn:
             self.refresh_view()
 
     def _apply_latest(self) -> None:
@@ -458,10 +496,26 @@ class Dashboard:
         if snapshot.error and snapshot.error != self._last_error:
             self.status.post(f"poll: {snapshot.error}", "error")
         self._last_error = snapshot.error
+        source = self.configs.drift_source
+        self.drift = find_drift(snapshot, source) if source is not None else None
         self._settle_pending(snapshot)
+        self._update_owners()
         if self.watcher is not None:
             self.watcher.interfaces = tuple(self.vip_interfaces())
+        self.sync_panel.follow(snapshot.daemons)
         self.refresh()
+
+    def _update_owners(self) -> None:
+        """Where each VIP (of the kernel's services and the configured ones it lacks) is held, and for
+        which vrrp_instance: from the watcher's address list, so no netlink in this thread."""
+        if self.held is None:
+            self.owners = None
+            return
+        services = list(self.snapshot.services) if self.snapshot is not None else []
+        if self.drift is not None:
+            services += [configured.key for configured in self.drift.missing_services]
+        owners = vips.vip_owners(services, self.held.items(), self.configs.vrrp_instances)
+        self.owners = {owner.address: owner for owner in owners.values()}
 
     def _settle_pending(self, snapshot: Snapshot) -> None:
         for key, change in list(self.pending.items()):
@@ -474,6 +528,8 @@ class Dashboard:
                 self.status.post(f"{key}: real server gone, weight {change.new} not confirmed", "warn")
             elif dest.weight == change.new:
                 self.status.post(f"confirmed: weight of {key} is {change.new}")
+                if change.warning:  # said again, as the newest message, so it stays in view
+                    self.status.post(change.warning, "warn")
             else:
                 self.status.post(f"weight of {key} is {dest.weight}, not {change.new} as set", "warn")
         for key in list(self.drained):
@@ -483,8 +539,17 @@ class Dashboard:
 
     def apply_result(self, result: CommandResult) -> None:
         command = result.command
+        outcome = "ok" if result.ok else f"refused: {result.message}"
+        error = None
+        if isinstance(command, AddDest):
+            error = self.audit.record_add(
+                command.service, command.address, command.port, command.forward, command.weight, outcome
+            )
+        elif isinstance(command, RemoveDest):
+            error = self.audit.record_remove(command.dest, outcome)
+        if error:
+            self.status.post(error, "warn")
         if isinstance(command, SetWeight):
-            outcome = "ok" if result.ok else f"refused: {result.message}"
             error = self.audit.record(command.dest, command.old_weight, command.new_weight, outcome)
             if error:
                 self.status.post(error, "warn")
@@ -525,6 +590,8 @@ class Dashboard:
         held_changed = sample.held != self.held
         self.health = sample.health
         self.held = sample.held
+        if held_changed:
+            self._update_owners()
         for error in sample.errors:
             if error not in self._director_errors:  # said once, not every second
                 self._director_errors.add(error)
@@ -562,6 +629,10 @@ class Dashboard:
     def _weight_target(self, action: str) -> tuple[DestKey, int] | None:
         """The selected real server and its weight (as last requested), or None after saying why not."""
         key = self.selected_dest()
+        selection = self.view.selection()
+        if key is None and _is_missing(selection):
+            self.status.post(f"{action}: {selection[1]} is not in the kernel", "warn")
+            return None
         if key is None:
             self.status.post(f"{action}: select a real server first (views 2 and 3 list them)", "warn")
             return None
@@ -578,13 +649,17 @@ class Dashboard:
 
     def set_weight(self, key: DestKey, old: int, new: int) -> None:
         change = self.pending.get(key)
+        warning = reload_warning(self.configs.keepalived, key, new)
         if change is None:
-            self.pending[key] = PendingChange(old, new)
+            self.pending[key] = PendingChange(old, new, warning=warning)
         else:
             change.new = new
             change.outstanding += 1
+            change.warning = warning
         pending = self.pending[key]
         self.status.set_pending(key, f"weight of {key} {pending.old} -> {pending.new}")
+        if warning:
+            self.status.post(warning, "warn")
         self.submit(SetWeight(key, old, new))
         self.refresh_view()
 
@@ -611,6 +686,253 @@ class Dashboard:
             self.set_weight(key, 0, self.drained[key])
         else:
             self.status.post(f"{key} has weight 0 but was not drained here: nothing to restore (+ raises it)", "warn")
+
+    # -- real servers from the topology: add (a) and remove (x) -----------------------------------
+    def _service_of(self, selection) -> ServiceKey | None:
+        if _is_missing(selection):
+            selection = selection[1]
+        if isinstance(selection, DestKey):
+            return selection.service
+        return selection if isinstance(selection, ServiceKey) else None
+
+    def add_dest(self) -> None:
+        """`a`: offer the real servers the topology lists for the selected service and the kernel lacks."""
+        selection = self.view.selection()
+        key = self._service_of(selection)
+        if key is None:
+            self.status.post("add: select a service or one of its real servers first (views 1-3)", "warn")
+            return
+        reason = self.read_only_reason()
+        if reason:
+            self.status.post(f"add disabled: {reason}", "warn")
+            return
+        topology = self.configs.topology
+        if topology is None:
+            self.status.post("add: no topology file lists real servers to add (--topology FILE)", "warn")
+            return
+        kernel = self.snapshot.find_service(key) if self.snapshot is not None else None
+        if kernel is None:
+            self.status.post(f"add: {key} is not in the kernel (ipvsman adds real servers, not services)", "warn")
+            return
+        candidates = dests_to_add(topology, key, kernel)
+        if not candidates:
+            if topology.find_service(key) is None:
+                self.status.post(f"add: the topology does not list {key}", "warn")
+            else:
+                self.status.post(f"add: every real server the topology lists for {key} is in the kernel", "warn")
+            return
+        entries = [(self._candidate_label(key, dest), dest) for dest in candidates]
+        dialog = ChoiceDialog(f"Add to {service_title(key, self.names)}", entries,
+                              [("key", " Enter"), " adds   ", ("key", "Esc"), " adds nothing"])  # fmt: skip
+        if isinstance(selection, tuple) and isinstance(selection[1], DestKey):  # a MISSING row: that one
+            wanted = (selection[1].address, selection[1].port)
+            dialog.select(next((d for d in candidates if (d.address, d.port) == wanted), None))
+        self._choice_service = key
+        self.open_dialog(dialog)
+
+    def _candidate_label(self, key: ServiceKey, dest: ConfiguredDest) -> str:
+        server = server_label(DestKey(key, dest.address, dest.port), self.names)
+        method = FORWARD_LABELS.get(dest.forward, dest.forward)
+        return f"{server}  weight {dest.weight}  {method}"
+
+    def apply_choice(self) -> None:
+        dialog = self.dialog
+        if not isinstance(dialog, ChoiceDialog):
+            return
+        dest = dialog.chosen()
+        key = self._choice_service
+        self.close_dialog()
+        # The choice may have taken a while: look again before asking the kernel.
+        reason = self.read_only_reason()
+        if reason:
+            self.status.post(f"add disabled: {reason}", "warn")
+            return
+        kernel = self.snapshot.find_service(key) if self.snapshot is not None else None
+        if kernel is None:
+            self.status.post(f"add: {key} is no longer in the kernel", "warn")
+            return
+        if kernel.find_dest(dest.address, dest.port) is not None:
+            self.status.post(f"add: {join_host_port(dest.address, dest.port)} is already in {key}", "warn")
+            return
+        self.submit(AddDest(key, dest.address, dest.port, dest.forward, dest.weight))
+        self.status.post(f"adding {join_host_port(dest.address, dest.port)} to {key} (weight {dest.weight})")
+
+    def remove_dest(self) -> None:
+        """`x`: remove the selected real server once the operator says y."""
+        selection = self.view.selection()
+        if _is_missing(selection):
+            self.status.post(f"remove: {selection[1]} is not in the kernel: nothing to remove", "warn")
+            return
+        key = self.selected_dest()
+        if key is None:
+            self.status.post("remove: select a real server first (views 2 and 3 list them)", "warn")
+            return
+        reason = self.read_only_reason()
+        if reason:
+            self.status.post(f"remove disabled: {reason}", "warn")
+            return
+        dest = self.snapshot.find_dest(key) if self.snapshot is not None else None
+        if dest is None:
+            self.status.post(f"remove: {key} is no longer there", "warn")
+            return
+        server = join_host_port(key.address, key.port)
+        question = f"remove {server} from {key.service}? y/n"
+        name = self.names.dest_name(key)
+        details = [f"{name}/{server}" if name and name != key.address else server]
+        details.append(
+            f"weight {dest.weight}; {fmt_count(dest.active_conns)} active and {fmt_count(dest.inactive_conns)} "
+            "inactive connections, which the kernel keeps until they end"
+        )
+        if self.configs.keepalived is not None and self.configs.keepalived.find_dest(key) is not None:
+            details.append("keepalived.conf lists it: keepalived's next reload adds it back")
+        self._on_dialog_yes = lambda: self._submit_remove(key)
+        self.open_dialog(ConfirmDialog("Remove a real server", question, "\n".join(details)))
+
+    def _submit_remove(self, key: DestKey) -> None:
+        reason = self.read_only_reason()
+        if reason:
+            self.status.post(f"remove disabled: {reason}", "warn")
+            return
+        self.submit(RemoveDest(key))
+        self.status.post(f"removing {join_host_port(key.address, key.port)} from {key.service}")
+
+    def confirm_yes(self) -> None:
+        action, self._on_dialog_yes = self._on_dialog_yes, None
+        self.close_dialog()
+        if action is not None:
+            action()
+
+    # -- dialogs ----------------------------------------------------------------------------------
+    def open_dialog(self, dialog: Dialog) -> None:
+        if self.help is not None:
+            self.close_help()
+        self.dialog = dialog
+        cols, rows = self._size
+        width = min(cols - 2, max(60, cols * 4 // 5))
+        overlay = urwid.Overlay(dialog, self.frame, "center", width, "middle", dialog.height(width, rows))
+        self.top.set_body(overlay)
+
+    def close_dialog(self, message: str | None = None) -> None:
+        was_open = self.dialog is not None
+        self.dialog = None
+        self._on_dialog_yes = None
+        self.top.set_body(self.frame)
+        if message and was_open:
+            self.status.post(message)
+
+    # -- drift and details ------------------------------------------------------------------------
+    def toggle_drift_only(self) -> None:
+        source = self.configs.drift_source
+        if source is None or self.drift is None:
+            self.status.post("drift: nothing to compare the kernel with (--keepalived FILE or --topology FILE)", "warn")
+            return
+        self.drift_only = not self.drift_only
+        if self.drift_only:
+            count = len(self.drift.affected_services)
+            self.status.post(f"drift only: {count} service{'s' if count != 1 else ''} differ from {source.path}")
+        else:
+            self.status.post("all services shown")
+        self.refresh_header()
+        self.refresh_view()
+
+    def show_details(self) -> None:
+        selection = self.view.selection()
+        if selection is None:
+            self.status.post("details: select a row first", "warn")
+            return
+        title, lines = self.details_of(selection)
+        self.open_dialog(DetailsDialog(title, lines))
+
+    def details_of(self, selection) -> tuple[str, list]:
+        """The title and lines of the `i` overlay for a row of views 1-3."""
+        names, report = self.names, self.drift
+        lines: list = []
+        if isinstance(selection, tuple) and len(selection) == 2 and selection[0] in ("vip", "rs"):
+            kind, address = selection
+            if kind == "rs":
+                return f"Real server {host_label(address, names)}", self._server_details(address)
+            if not address:
+                return "Firewall-mark services", ["Firewall-mark services have no virtual address."]
+            return f"VIP {host_label(address, names)}", self._vip_details(address)
+        key = selection[1] if _is_missing(selection) else selection
+        service_key = key.service if isinstance(key, DestKey) else key
+        if isinstance(key, DestKey):
+            title = f"Real server {server_label(key, names)} of {service_title(service_key, names)}"
+            dest = self.snapshot.find_dest(key) if self.snapshot is not None else None
+            if dest is not None:
+                method = FORWARD_LABELS.get(dest.forward, dest.forward)
+                lines.append(f"kernel: weight {dest.weight}, {method}, {fmt_count(dest.active_conns)} active, "
+                             f"{fmt_count(dest.inactive_conns)} inactive connections")  # fmt: skip
+                restored = reload_restores_weight(self.configs.keepalived, key, dest.weight)
+                if restored is not None:
+                    lines.append(f"keepalived's next reload sets it back to weight {restored}")
+            else:
+                lines.append("kernel: not there")
+            for config in self.configs.loaded():
+                configured = config.find_dest(key)
+                if configured is not None:
+                    method = FORWARD_LABELS.get(configured.forward, configured.forward)
+                    named = f"named {configured.name}, " if configured.name else ""
+                    lines.append(f"{os.path.basename(config.path)}: {named}weight {configured.weight}, {method}"
+                                 f" ({configured.origin})")  # fmt: skip
+            drifts = report.for_dest(key) if report is not None else ()
+        else:
+            title = f"Service {service_title(service_key, names)}"
+            service = self.snapshot.find_service(service_key) if self.snapshot is not None else None
+            if service is not None:
+                persistence = f"persistent {service.persistent}s" if service.persistent is not None else "not persistent"
+                lines.append(f"kernel: {service_key}, scheduler {service.scheduler}, {persistence}, "
+                             f"{len(service.dests)} real servers")  # fmt: skip
+            else:
+                lines.append(f"kernel: {service_key} is not there")
+            for config in self.configs.loaded():
+                configured = config.find_service(service_key)
+                if configured is not None:
+                    named = f"named {configured.name}, " if configured.name else ""
+                    lines.append(f"{os.path.basename(config.path)}: {named}scheduler {configured.scheduler}, "
+                                 f"{len(configured.dests)} real servers ({configured.origin})")  # fmt: skip
+            owner = self.owners.get(service_key.address) if self.owners is not None else None
+            if owner is not None:
+                lines.append(f"VIP: {owner}")
+            drifts = []
+            if report is not None:
+                drifts = list(report.for_service(service_key))
+                drifts += [d for d in report.drifts if d.service == service_key and d.dest is not None]
+        lines.append("")
+        if report is None:
+            lines.append("drift: no configuration to compare with (--keepalived, --topology)")
+        elif not drifts:
+            lines.append(f"no drift: the kernel agrees with {os.path.basename(self.configs.drift_source.path)}")
+        else:
+            lines.append(("drift.text", f"DRIFT against {os.path.basename(self.configs.drift_source.path)}:"))
+            lines += [f"  {drift}" for drift in drifts]
+        return title, lines
+
+    def _vip_details(self, address: str) -> list:
+        owner = self.owners.get(address) if self.owners is not None else None
+        if owner is None:
+            lines = ["held here: unknown (the local addresses are not read yet, or could not be)"]
+        else:
+            where = f"held here on {owner.interface}" if owner.interface else "not held here"
+            vrrp = f", VRRP instance {owner.vrrp_instance}" if owner.vrrp_instance else ""
+            lines = [f"{where}{vrrp}"]
+        services = [s for s in (self.snapshot.services if self.snapshot is not None else ()) if s.key.address == address]
+        lines += [f"{service_title(s.key, self.names)}: {s.scheduler}, {len(s.dests)} real servers" for s in services]
+        missing = [c for c in (self.drift.missing_services if self.drift is not None else ()) if c.key.address == address]
+        lines += [f"{service_title(c.key, self.names)}: MISSING, configured ({c.origin})" for c in missing]
+        return lines
+
+    def _server_details(self, address: str) -> list:
+        lines = []
+        for service in self.snapshot.services if self.snapshot is not None else ():
+            for dest in service.dests:
+                if dest.address == address:
+                    key = service.dest_key(dest)
+                    drifts = self.drift.for_dest(key) if self.drift is not None else ()
+                    marks = "; ".join(drift_text(d, self.names, subject=False) for d in drifts)
+                    lines.append(f"{service_title(service.key, self.names)} -> :{dest.port} weight {dest.weight}"
+                                 + (f"  DRIFT {marks}" if marks else ""))  # fmt: skip
+        return lines or ["in no service of the kernel"]
 
     def run_sync_hook(self, command: str) -> None:
         """R and T: a resync or sync test in its own thread (ipvsman.sync.resync.SyncJob); Esc cancels."""
@@ -678,11 +1000,8 @@ class Dashboard:
         self.refresh_header()
 
     def toggle_names(self) -> None:
-        if self.resolver is None:
-            self.status.post("names: not available yet (numeric addresses only)", "warn")
-            return
-        self.names_on = not self.names_on
-        self.status.post("names shown" if self.names_on else "numeric addresses")
+        shown = self.names.toggle()
+        self.status.post("names shown" if shown else "numeric addresses")
         self.refresh_view()
 
     def toggle_help(self) -> None:
@@ -715,6 +1034,9 @@ class Dashboard:
     # -- connections --------------------------------------------------------------------------
     def connections_of_selection(self) -> None:
         selection = self.view.selection()
+        if _is_missing(selection):
+            self.status.post(f"{selection[1]} is not in the kernel: it has no connections", "warn")
+            return
         text = self.filter_for(selection)
         if text is None:
             self.status.post("select a VIP, service or real server first", "warn")
@@ -784,11 +1106,22 @@ def run(options: argparse.Namespace, backend) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("ipvsman: the dashboard needs a terminal (use --once for scripts)", file=sys.stderr)
         return 2
-    dashboard = Dashboard(options, backend=backend, audit=AuditLog(_option(options, "audit_log", None)))
-    names, errors = load_names(options, getattr(backend, "name", "") == "demo", dashboard.on_names_update)
-    dashboard.resolver = names
-    for error in errors:
-        dashboard.status.post(error, "warn")
+    demo = getattr(backend, "name", "") == "demo"
+    configs = load_configurations(options, demo)
+    if demo:
+        sync_panel = SyncPanel(None, off_reason=DEMO_MONITOR_OFF)
+    else:
+        sync_panel = SyncPanel(netns=_option(options, "netns", None))
+    dashboard = Dashboard(
+        options,
+        backend=backend,
+        audit=AuditLog(_option(options, "audit_log", None)),
+        configs=configs,
+        sync_panel=sync_panel,
+    )
+    names = make_names(options, demo, dashboard.on_names_update, configs)
+    dashboard.names = names
+    dashboard.refresh()
     watcher = DirectorWatcher(dashboard.on_director_sample, load_local_addresses(options), HealthSampler())
     dashboard.watcher = watcher
     poller = Poller(
@@ -815,8 +1148,9 @@ def run(options: argparse.Namespace, backend) -> int:
             dashboard.job.cancel()
         watcher.stop()
         poller.stop()
-        if names is not None:
-            names.close()
+        sync_panel.stop()
+        if names.resolver is not None:
+            names.resolver.close()
         dashboard.drain_results()  # results that arrived as the loop stopped still reach the audit log
     return status
 

@@ -1,4 +1,5 @@
-"""The weight audit log: one line per weight change (time, user, service, server, old and new weight)."""
+"""The audit log: one line per change made from the dashboard (time, user, service, server, and the
+old and new weight, or the real server added or removed), with its result."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import getpass
 import os
 from collections.abc import Callable
 
-from ipvsman.model import DestKey, join_host_port
+from ipvsman.model import DestKey, ServiceKey, join_host_port
 
 
 def current_user() -> str:
@@ -45,11 +46,35 @@ class AuditLog:
             f"old={old} new={new} result={_quote(result)}\n"
         )
 
+    def format_add(self, service: ServiceKey, address: str, port: int, forward: str, weight: int, result: str) -> str:
+        stamp = self.clock().isoformat(timespec="seconds")
+        return (
+            f"{stamp} user={_quote(self.user)} action=add service={_quote(str(service))} "
+            f"server={join_host_port(address, port)} forward={forward} weight={weight} result={_quote(result)}\n"
+        )
+
+    def format_remove(self, dest: DestKey, result: str) -> str:
+        stamp = self.clock().isoformat(timespec="seconds")
+        return (
+            f"{stamp} user={_quote(self.user)} action=remove service={_quote(str(dest.service))} "
+            f"server={join_host_port(dest.address, dest.port)} result={_quote(result)}\n"
+        )
+
     def record(self, dest: DestKey, old: int, new: int, result: str) -> str | None:
-        """Append one change; returns a one-line error the first time writing fails, else None."""
+        """Append one weight change; returns a one-line error the first time writing fails, else None."""
+        return self.append(self.format(dest, old, new, result))
+
+    def record_add(self, service: ServiceKey, address: str, port: int, forward: str, weight: int, result: str):
+        """Append one real server added (`a`); like record()."""
+        return self.append(self.format_add(service, address, port, forward, weight, result))
+
+    def record_remove(self, dest: DestKey, result: str) -> str | None:
+        """Append one real server removed (`x`); like record()."""
+        return self.append(self.format_remove(dest, result))
+
+    def append(self, line: str) -> str | None:
         if not self.path:
             return None
-        line = self.format(dest, old, new, result)
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)

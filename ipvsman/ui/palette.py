@@ -18,6 +18,7 @@ PALETTE: list[tuple[str, str, str, str, str, str]] = [
     ("header.readonly", "light magenta,bold", "dark blue", "standout,bold", "h219,bold", "h24"),
     ("header.paused", "black", "brown", "bold", "h16", "h178"),
     ("header.error", "white,bold", "dark red", "bold", "h255,bold", "h124"),
+    ("header.drift", "black", "brown", "bold,underline", "h16", "h178"),
     ("tab", "black", "light gray", "default", "h236", "h252"),
     ("tab.active", "white,bold", "dark cyan", "standout,bold", "h255,bold", "h31"),
     ("tab.hint", "dark gray", "light gray", "default", "h240", "h252"),
@@ -32,6 +33,8 @@ PALETTE: list[tuple[str, str, str, str, str, str]] = [
     ("drained", "brown,bold", "default", "bold", "h172,bold", "default"),
     ("zero", "dark red,bold", "default", "bold,underline", "h160,bold", "default"),
     ("pending", "dark magenta,bold", "default", "underline", "h133,bold", "default"),
+    ("drift", "black", "brown", "standout", "h16", "h178"),
+    ("drift.text", "brown", "default", "default", "h172", "default"),
     ("spark", "dark green", "default", "default", "h34", "default"),
     ("focus", "black", "dark cyan", "standout", "h16", "h117"),
     ("status", "default", "default", "default", "default", "default"),
@@ -50,7 +53,7 @@ PALETTE: list[tuple[str, str, str, str, str, str]] = [
 ATTRIBUTES = tuple(entry[0] for entry in PALETTE)
 
 # Every attribute turns into the focus bar on the selected row, so the bar is one solid colour;
-# the words (ok, DRAIN, ZERO, pending) still tell the states apart there.
+# the words (ok, DRAIN, ZERO, pending, DRIFT, MISSING) still tell the states apart there.
 FOCUS_MAP = {None: "focus", **{name: "focus" for name in ATTRIBUTES}}
 
 COLOR_DEPTHS = {"16": 16, "256": 256, "mono": 1}

@@ -49,6 +49,14 @@ def fmt_age(seconds: float) -> str:
     return fmt_seconds(seconds)
 
 
+def short_origin(origin: str) -> str:
+    """'keepalived.conf:12' for '/etc/keepalived/keepalived.conf:12': the file's name and the line."""
+    path, sep, line = origin.rpartition(":")
+    if not sep or not line.isdigit():
+        return origin.rsplit("/", 1)[-1]
+    return f"{path.rsplit('/', 1)[-1]}:{line}"
+
+
 def sparkline(values: Sequence[int], width: int) -> str:
     """The last `width` values as block characters scaled to their maximum; '' when width < 1."""
     if width < 1:
@@ -95,6 +103,13 @@ class Line:
 
     def gap(self, width: int = 1) -> Line:
         return self.add("", width)
+
+    def extend(self, markup: Markup) -> Line:
+        """Append ready markup ((attribute, text) pairs and strings), cut to the room left."""
+        for part in markup:
+            attr, text = part if isinstance(part, tuple) else (None, part)
+            self.add(text, None, attr)
+        return self
 
     def rest(self) -> int:
         return max(0, self.width - self.used)

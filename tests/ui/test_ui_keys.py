@@ -7,12 +7,15 @@ import urwid
 import urwid.testing
 from uihelpers import (
     DNS,
+    KEEPALIVED,
     MAIL,
     WEB,
     WEB1,
     WEB2,
     WEB3,
     FakeBackend,
+    make_configs,
+    make_dashboard,
     make_options,
     make_services,
     make_snapshot,
@@ -273,30 +276,6 @@ def test_navigation_keys_and_wheel(dashboard):
     assert dashboard.view.selection() != first
 
 
-def test_names_key_without_resolver_says_why(dashboard):
-    press(dashboard, "n")
-    assert "names: not available" in dashboard.status.text
-
-
-def test_names_key_toggles_names(dashboard):
-    from ipvsman.ui.views import Names
-
-    class Known(Names):
-        def address(self, address):
-            return {"192.0.2.53": "dns-vip"}.get(address)
-
-        def dest(self, key):
-            return "web-one" if key == WEB1 else None
-
-    dashboard.resolver = Known()
-    press(dashboard, "2")
-    text = "\n".join(screen(dashboard))
-    assert "dns-vip (192.0.2.53):" in text and "web-one 10.1.0.11:80" in text
-    press(dashboard, "n")
-    text = "\n".join(screen(dashboard))
-    assert "dns-vip" not in text and "web-one" not in text
-
-
 def test_messages_expire(dashboard, clock):
     dashboard.status.post("hello")
     assert "hello" in screen(dashboard)[-1]
@@ -320,20 +299,25 @@ def test_udp_service_and_dns_rows(dashboard):
     assert dashboard.view.selection() == DNS
 
 
-def test_every_command_in_the_keymap_works_without_a_terminal(dashboard):
-    """Each bound key runs without raising (quit excepted) in each view: no dead bindings."""
+def test_every_command_in_the_keymap_works_without_a_terminal(poller, clock, tmp_path):
+    """Each bound key runs without raising (quit excepted) in each view, dialogs too: no dead bindings."""
     from ipvsman.ui.keymap import BINDINGS
 
-    dashboard.apply_snapshot(make_snapshot(seq=2, daemons=()))  # R and T stop before sending anything
+    board = make_dashboard(poller, clock, tmp_path, configs=make_configs(keepalived=KEEPALIVED))
+    board.apply_snapshot(make_snapshot(seq=2, daemons=()))  # R and T stop before sending anything
+    openers = {"filter": ("4", "/"), "help": ("?",), "choose": ("2", "a"), "confirm": ("2", "x"), "details": ("2", "i")}
     for view_key in "12345":
         for binding in BINDINGS:
-            press(dashboard, view_key)
+            press(board, view_key)
             if binding.command == "app.quit":
                 continue
-            if binding.context == "filter":
-                press(dashboard, "4", "/")
-            if binding.context == "help":
-                press(dashboard, "?")
-            press(dashboard, binding.key)
-            press(dashboard, "esc") if dashboard.prompt is not None else None
-            dashboard.close_help()
+            if binding.context in openers:
+                press(board, view_key)
+                if binding.context in ("choose", "confirm", "details"):
+                    select(board, "2", WEB1)
+                press(board, *openers[binding.context][-1:] if binding.context != "filter" else openers["filter"])
+                assert board.contexts()[0] == binding.context, binding
+            press(board, binding.key)
+            press(board, "esc") if board.prompt is not None else None
+            board.close_help()
+            board.close_dialog()

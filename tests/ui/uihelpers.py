@@ -1,4 +1,5 @@
-"""Helpers of the dashboard tests: hand-built snapshots, a fake poller, golden text files."""
+"""Helpers of the dashboard tests: hand-built snapshots, names and configuration files, a fake poller,
+golden text files."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ from ipvsman.model import (
     Snapshot,
     Timeouts,
 )
+from ipvsman.keepalived import parse_keepalived
+from ipvsman.names import NameResolver, Names, PortNames
 from ipvsman.poller import aggregate_connections
+from ipvsman.topology import parse_topology
 from ipvsman.ui.app import Dashboard
+from ipvsman.ui.config import Configurations
 from ipvsman.ui.health import DirectorSample, Health, InterfaceRates
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -36,6 +41,124 @@ MAIL = ServiceKey("inet", None, "", 0, fwmark=7)
 WEB1 = DestKey(WEB, "10.1.0.11", 80)
 WEB2 = DestKey(WEB, "10.1.0.12", 80)
 WEB3 = DestKey(WEB, "10.1.0.13", 80)
+
+
+# A services database and a hosts file of our own: the machine's must not change a golden screen.
+PORT_NAMES = {(80, "tcp"): "http", (443, "tcp"): "https", (53, "udp"): "domain", (25, "tcp"): "smtp"}
+HOSTS = {"192.0.2.10": "www", "192.0.2.53": "ns", "10.1.0.53": "dns1"}
+
+# The test director as a topology: a name for each service and real server, and a spare web server
+# (web4) the kernel does not have, for `a`.
+TOPOLOGY = """\
+# name:proto:VIP:port ["names:addresses[:port] [options]", ...] (options)
+Web:t:192.0.2.10:80 ["web1:10.1.0.11 -w100", "web2:10.1.0.12 -w50", "web3:10.1.0.13 -g -w0", "web4:10.1.0.14"] (-m -swlc)
+WebTLS:t:192.0.2.10:443 ["web1:10.1.0.11 -m", "web2:10.1.0.12:8443 -i"] (-swrr -w10 -p300)
+DNS:u:192.0.2.53:53 ["dns1:10.1.0.53"] (-m -srr)
+Mail:f:7 ["mx1:10.1.0.25:25"] (-ssh)
+"""
+
+# The test director as keepalived sees it, with differences: web2's weight (100, not 50), the TLS
+# service's scheduler (rr, not wrr) and its second server's method (NAT, not tunnel), a server and
+# a service the kernel lacks (10.1.0.14, ssh on 192.0.2.20), and nothing for the kernel's fwmark 7.
+KEEPALIVED = """\
+! keepalived.conf of the test director
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        192.0.2.10/24 dev eth0
+        192.0.2.20/24 dev eth0
+    }
+}
+virtual_server 192.0.2.10 80 {
+    lb_algo wlc
+    lb_kind NAT
+    protocol TCP
+    real_server 10.1.0.11 80 {
+        weight 100
+    }
+    real_server 10.1.0.12 80 {
+        weight 100
+    }
+    real_server 10.1.0.13 80 {
+        weight 0
+        lb_kind DR
+    }
+    real_server 10.1.0.14 80 {
+        weight 10
+    }
+}
+virtual_server 192.0.2.10 443 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    persistence_timeout 300
+    real_server 10.1.0.11 443 {
+        weight 10
+    }
+    real_server 10.1.0.12 8443 {
+        weight 10
+    }
+}
+virtual_server 192.0.2.53 53 {
+    lb_algo rr
+    lb_kind NAT
+    protocol UDP
+    real_server 10.1.0.53 53 {
+        weight 1
+    }
+}
+virtual_server 192.0.2.20 22 {
+    lb_algo wlc
+    lb_kind DR
+    protocol TCP
+    real_server 10.1.0.22 22 {
+        weight 1
+    }
+}
+"""
+
+
+def port_lookup(port: int, protocol: str) -> str:
+    try:
+        return PORT_NAMES[(port, protocol)]
+    except KeyError:
+        raise OSError("port/proto not found") from None
+
+
+def fixed_names(show: bool = True, configs: Configurations | None = None) -> Names:
+    """Names from PORT_NAMES, HOSTS and the configurations only: no DNS, no /etc files."""
+    names = Names(NameResolver(lookup=None, hosts_path=None, hosts=HOSTS), ports=PortNames(port_lookup), show=show)
+    for config in configs.loaded() if configs is not None else ():
+        names.add_configuration(config)
+    return names
+
+
+def make_configs(topology: str | None = TOPOLOGY, keepalived: str | None = None) -> Configurations:
+    """Configurations parsed from text, as if read from topology.txt and keepalived.conf."""
+    return Configurations(
+        topology=parse_topology(topology, "topology.txt") if topology is not None else None,
+        keepalived=parse_keepalived(keepalived, "keepalived.conf", config_id="lb1") if keepalived else None,
+    )
+
+
+def make_dashboard(poller, clock, tmp_path=None, configs=None, names=True, **options) -> Dashboard:
+    """A dashboard like the fixture's, with configurations and names (shown unless names=False)."""
+    configs = configs if configs is not None else Configurations()
+    audit = str(tmp_path / "audit" / "changes.log") if tmp_path is not None else None
+    board = Dashboard(
+        make_options(audit_log=audit, **options),
+        poller=poller,
+        backend=FakeBackend(),
+        hostname="lvs-test",
+        clock=clock,
+        names=fixed_names(show=names, configs=configs),
+        configs=configs,
+    )
+    board.apply_snapshot(make_snapshot())
+    board.apply_director(HEALTH)
+    return board
 
 
 def conn(client, cport, virtual, vport, dest, dport, state="ESTABLISHED", expires=890, protocol="TCP", origin=None):

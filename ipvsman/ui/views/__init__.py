@@ -1,5 +1,6 @@
 """What every view shares: the context it is drawn with, a keyed list that keeps its selection, and
-the small texts (service labels, server states, rates) that several views print the same way.
+the small texts (service and server labels, drift marks, server states, rates) that several views
+print the same way.
 
 Views only turn snapshots into widgets: no kernel access, no threads.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import urwid
 
+from ipvsman.drift import EXTRA, FORWARD, KINDS, MISSING, PERSISTENCE, SCHEDULER, WEIGHT, Drift, DriftReport
 from ipvsman.model import (
     STATE_LABELS,
     TCP_STATES,
@@ -23,21 +25,28 @@ from ipvsman.model import (
     ServiceKey,
     Snapshot,
     StateCounts,
+    join_host_port,
 )
+from ipvsman.names import Names
+from ipvsman.topology import ConfiguredService
 from ipvsman.ui.widgets import Line, Markup, Row, fmt_count, fmt_si
+from ipvsman.vips import VipOwner
 
 
-class Names:
-    """Names for addresses and services; this one knows none (numeric display)."""
+def numeric_names() -> Names:
+    """Names that know none: every label numeric (what the views get when no names were set up)."""
+    return Names(None, show=False)
 
-    def address(self, address: str) -> str | None:
-        return None
 
-    def service(self, key: ServiceKey) -> str | None:
-        return None
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One configuration file as view 5 lists it: what it is used for and what was wrong in it."""
 
-    def dest(self, key: DestKey) -> str | None:
-        return None
+    label: str  # "topology" or "keepalived.conf"
+    path: str
+    services: int
+    used_for: str  # "names, a (add)" ...
+    errors: tuple[str, ...] = ()  # "file:line: message"
 
 
 @dataclass
@@ -45,14 +54,18 @@ class ViewContext:
     """What a view needs besides the snapshot, handed in by the controller."""
 
     now: float = 0.0
-    names: Names = field(default_factory=Names)
-    held: Mapping[str, str] | None = None  # local address -> interface; None while unknown
+    names: Names = field(default_factory=numeric_names)
+    owners: Mapping[str, VipOwner] | None = None  # VIP -> where it is held; None while unknown
     pending: Mapping[DestKey, tuple[int, int]] = field(default_factory=dict)  # (old, new) not yet confirmed
     drained: Mapping[DestKey, int] = field(default_factory=dict)  # weight before `0` drained it
     interval: float = 1.0
     read_connections: bool = True
     messages: Sequence = ()  # status history, oldest first
-    sync_panel: Sequence[str] | None = None  # lines of the sync monitor, None when not available
+    drift: DriftReport | None = None  # None when no configuration is compared with the kernel
+    drift_source: str = ""  # the file drift is measured against
+    drift_only: bool = False  # views 1-3 list only what drifts (`D`)
+    sync_monitor: object = None  # ipvsman.sync.monitor.MonitorStats, or a line saying why there is none
+    configs: Sequence[ConfigSummary] = ()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -69,11 +82,120 @@ def service_sort_key(key: ServiceKey) -> tuple:
     return (address_sort_key(key.address), key.fwmark, key.protocol or "", key.port)
 
 
-def service_label(key: ServiceKey) -> str:
-    """tcp/80, or FWM 5 for a firewall-mark service."""
+def port_label(key: ServiceKey, names: Names) -> str:
+    """ldap/389/tcp with names on (port name/port/protocol, as the LVS plugin wrote it), 389/tcp
+    without, or when the port has no name; FWM 10 for a firewall-mark service."""
     if key.fwmark:
-        return f"FWM {key.fwmark}"
-    return f"{key.protocol}/{key.port}"
+        return f"FWM {key.fwmark}" + (" v6" if key.af == "inet6" else "")
+    name = names.port(key.port, key.protocol)
+    if name != str(key.port):
+        return f"{name}/{key.port}/{key.protocol}"
+    return f"{key.port}/{key.protocol}"
+
+
+def service_label(key: ServiceKey, names: Names) -> str:
+    """The configured name of a service (topology) when names are on, else port_label."""
+    return names.service_name(key) or port_label(key, names)
+
+
+def host_label(address: str, names: Names) -> str:
+    """ldap4/10.10.10.204 when a name is known and names are on, else the address."""
+    host = names.host(address)
+    return f"{host}/{address}" if host and host != address else address
+
+
+def service_title(key: ServiceKey, names: Names) -> str:
+    """A service in full: [configured name] port label and VIP, e.g. LDAP ldap/389/tcp 10.10.10.100."""
+    configured = names.service_name(key)
+    prefix = f"{configured} " if configured else ""
+    if key.fwmark:
+        return prefix + port_label(key, names)
+    return f"{prefix}{port_label(key, names)} {host_label(key.address, names)}"
+
+
+def server_label(key: DestKey, names: Names, width: int | None = None) -> str:
+    """A real server: ldap4/10.10.10.201:389 with a name, else 10.10.10.201:389. Where that does not
+    fit in `width`, the name stands for the address: ldap4:389."""
+    endpoint = join_host_port(key.address, key.port)
+    name = names.dest_name(key)
+    if not name or name == key.address:
+        return endpoint
+    full = f"{name}/{endpoint}"
+    if width is None or len(full) <= width:
+        return full
+    return f"{name}:{key.port}"
+
+
+# How the views write each kind of drift: upper case for a thing that is or is not there at all.
+DRIFT_WORDS = {
+    MISSING: "MISSING",
+    EXTRA: "EXTRA",
+    SCHEDULER: "scheduler",
+    PERSISTENCE: "persistence",
+    FORWARD: "method",
+    WEIGHT: "weight",
+}
+
+
+def drift_words(kinds: Iterable[str]) -> str:
+    """The kinds of drift of one row, in the report's order: "weight", "MISSING", "method,weight"."""
+    kinds = set(kinds)
+    return ",".join(DRIFT_WORDS[kind] for kind in KINDS if kind in kinds)
+
+
+def drift_text(drift: Drift, names: Names, subject: bool = True) -> str:
+    """One drift in a few words: '10.10.10.204:389 weight 0, configured 100'."""
+    if drift.dest is not None:
+        who = server_label(drift.dest, names) + " " if subject else ""
+    else:
+        who = ""
+    if drift.kind == MISSING:
+        return f"{who}configured, not in the kernel"
+    if drift.kind == EXTRA:
+        return f"{who}in the kernel, not configured"
+    configured = "none" if drift.configured is None else drift.configured
+    actual = "none" if drift.actual is None else drift.actual
+    return f"{who}{DRIFT_WORDS[drift.kind]} {actual}, configured {configured}"
+
+
+def service_drifts(key: ServiceKey, service: Service | None, report: DriftReport | None) -> list[Drift]:
+    """The drift of a service itself and of each of its real servers, in the report's order."""
+    if report is None or key not in report.affected_services:
+        return []
+    found = list(report.for_service(key))
+    dests = service.dests if service is not None else ()
+    for dest in dests:
+        found.extend(report.for_dest(DestKey(key, dest.address, dest.port)))
+    for configured in report.missing_dests.get(key, ()):
+        found.extend(report.for_dest(DestKey(key, configured.address, configured.port)))
+    return found
+
+
+def missing_by_vip(report: DriftReport | None) -> dict[str, list[ConfiguredService]]:
+    """Configured services the kernel does not have, by virtual address ('' for firewall marks)."""
+    found: dict[str, list[ConfiguredService]] = {}
+    for configured in report.missing_services if report is not None else ():
+        found.setdefault(configured.key.address, []).append(configured)
+    return found
+
+
+def shown_services(snapshot: Snapshot, ctx: ViewContext) -> list[Service]:
+    """The kernel's services, or only those that drift when the drift filter is on."""
+    if ctx.drift_only and ctx.drift is not None:
+        affected = ctx.drift.affected_services
+        return [service for service in snapshot.services if service.key in affected]
+    return list(snapshot.services)
+
+
+def drift_only_note(ctx: ViewContext) -> Markup:
+    """The line over the column titles of views 1-3 while the drift filter is on."""
+    count = len(ctx.drift.affected_services) if ctx.drift is not None else 0
+    source = f" against {ctx.drift_source}" if ctx.drift_source else ""
+    return [
+        " ",
+        ("drift", " DRIFT ONLY "),
+        ("dim", f" {count} service{'s' if count != 1 else ''} drift{'s' if count == 1 else ''}{source}; D shows all"),
+    ]
 
 
 def state_items(counts: StateCounts | None) -> list[tuple[str, int]]:
@@ -128,19 +250,21 @@ def connection_total(counts: StateCounts | None, dests: Iterable[Dest]) -> int:
 
 
 def held_markup(address: str, ctx: ViewContext) -> tuple[str, str]:
+    """Where a VIP is held: 'held here on eth0 (VRRP VI_1)', 'not held here (VRRP VI_1)'."""
     if not address:
         return "firewall mark", "dim"
-    if ctx.held is None:
+    if ctx.owners is None:
         return "held: unknown", "dim"
-    interface = ctx.held.get(address)
-    if interface:
-        return f"held here on {interface}", "held.here"
-    return "not held here", "held.away"
+    owner = ctx.owners.get(address)
+    vrrp = f" (VRRP {owner.vrrp_instance})" if owner is not None and owner.vrrp_instance else ""
+    if owner is not None and owner.interface:
+        return f"held here on {owner.interface}{vrrp}", "held.here"
+    return f"not held here{vrrp}", "held.away"
 
 
-def group_by_vip(services: Iterable[Service]) -> list[tuple[str, list[Service]]]:
+def group_by_vip(services: Iterable[Service | ConfiguredService]) -> list[tuple[str, list]]:
     """Services grouped by virtual address in address order; fwmark services last under ''."""
-    groups: dict[str, list[Service]] = {}
+    groups: dict[str, list] = {}
     for service in sorted(services, key=lambda s: service_sort_key(s.key)):
         groups.setdefault(service.key.address, []).append(service)
     return sorted(groups.items(), key=lambda item: (item[0] == "", address_sort_key(item[0])))
@@ -149,8 +273,7 @@ def group_by_vip(services: Iterable[Service]) -> list[tuple[str, list[Service]]]
 def vip_title(address: str, ctx: ViewContext) -> str:
     if not address:
         return "Firewall-mark services"
-    name = ctx.names.address(address)
-    return f"{name} ({address})" if name else address
+    return host_label(address, ctx.names)
 
 
 class View:
@@ -160,6 +283,7 @@ class View:
     title = ""
     short_title = ""  # on the tab bar of a narrow terminal
     context = "global"  # keymap context of the view besides "global"
+    filters_drift = False  # whether `D` (drift only) applies to this view
 
     def __init__(self):
         self.width = 100
@@ -169,7 +293,8 @@ class View:
         raise NotImplementedError
 
     def selection(self) -> Hashable | None:
-        """The key of the selected row (ServiceKey, DestKey, ("vip", addr), ("rs", addr)), or None."""
+        """The key of the selected row (ServiceKey, DestKey, ("vip", addr), ("rs", addr), or
+        ("missing", ServiceKey or DestKey) for a configured one the kernel lacks), or None."""
         return None
 
 
@@ -182,18 +307,26 @@ class KeyedListView(View):
         self.walker = urwid.SimpleFocusListWalker([])
         self.listbox = urwid.ListBox(self.walker)
         self.column_header = urwid.Text("", wrap="clip")
-        self.widget = urwid.Frame(self.listbox, header=urwid.AttrMap(self.column_header, "colhead"))
+        self._column_header = urwid.AttrMap(self.column_header, "colhead")
+        self.note = urwid.Text("", wrap="clip")  # above the column titles while the drift filter is on
+        self.widget = urwid.Frame(self.listbox, header=self._column_header)
         self.rows: dict[Hashable, Row] = {}
 
     def build(self, snapshot: Snapshot, ctx: ViewContext) -> Iterable[tuple[Hashable, Markup, bool]]:
         """(key, markup, selectable) of each row, top to bottom."""
         raise NotImplementedError
 
-    def header(self) -> Markup:
+    def header(self, ctx: ViewContext) -> Markup:
         return [""]
 
     def update(self, snapshot: Snapshot | None, ctx: ViewContext) -> None:
-        self.column_header.set_text(self.header())
+        self.column_header.set_text(self.header(ctx))
+        if self.filters_drift and ctx.drift_only and ctx.drift is not None:
+            self.note.set_text(drift_only_note(ctx))
+            if self.widget.header is self._column_header:
+                self.widget.header = urwid.Pile([self.note, self._column_header])
+        elif self.widget.header is not self._column_header:
+            self.widget.header = self._column_header
         if snapshot is None:
             entries = [(("empty",), [("dim", " waiting for the first poll…")], False)]
         else:
@@ -231,6 +364,7 @@ class KeyedListView(View):
             if self.walker[position].selectable():
                 self.walker.set_focus(position)
                 return
+        self.walker.set_focus(start)  # nothing to select (view 5): keep the place, from the top at first
 
     def selection(self) -> Hashable | None:
         key, _ = self._focus()

@@ -1,5 +1,6 @@
 """View 4, Connections: the connection table through a lazy list walker (a widget per visible row only),
-with a typed filter and sorting by column."""
+with a typed filter and sorting by column; addresses and ports are named when names are on (the
+filter and the sort still work on the numbers)."""
 
 from __future__ import annotations
 
@@ -124,10 +125,6 @@ def searchable(conn: Connection) -> str:
         f"{conn.protocol} {conn.client}:{conn.client_port} {conn.virtual}:{conn.virtual_port} "
         f"{conn.dest}:{conn.dest_port} {conn.state} {STATE_LABELS.get(conn.state, '')} {conn.origin or ''}"
     ).lower()
-
-
-def endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def identity(conn: Connection) -> tuple:
@@ -332,9 +329,10 @@ class ConnectionsView(View):
             line.col("template", STATE, "dim")
         else:
             line.col(STATE_LABELS.get(conn.state, conn.state), STATE)
-        line.col(endpoint(conn.client, conn.client_port), flexible)
-        line.col(endpoint(conn.virtual, conn.virtual_port), flexible)
-        line.col(endpoint(conn.dest, conn.dest_port), flexible)
+        names, protocol = self.ctx.names, conn.protocol.lower()
+        line.col(names.endpoint(conn.client, conn.client_port, protocol), flexible)
+        line.col(names.endpoint(conn.virtual, conn.virtual_port, protocol), flexible)
+        line.col(names.endpoint(conn.dest, conn.dest_port, protocol), flexible)
         if self._show_origin:
             line.add(conn.origin or "-", ORIGIN, "key" if conn.origin == "SYNC" else "dim")
         return line.markup

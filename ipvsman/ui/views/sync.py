@@ -1,15 +1,31 @@
-"""View 5, Sync and kernel: IPVS version, table size, timeouts, sync daemons, the poll's own timing
-and errors, and the recent status messages."""
+"""View 5, Sync and kernel: IPVS version, table size, timeouts, sync daemons, what the sync monitor
+hears, the configuration files and their errors, the poll's own timing and errors, and the recent
+status messages."""
 
 from __future__ import annotations
 
+import os
 import time
 
-from ipvsman.model import Snapshot
+from ipvsman.model import STATE_LABELS, Snapshot, join_host_port
 from ipvsman.ui.views import KeyedListView, ViewContext
 from ipvsman.ui.widgets import Line, fmt_count
 
 LABEL = 22
+MONITOR_LATEST = 5  # latest decoded entries listed
+
+
+def latest_entry(received) -> str:
+    """One received sync entry (ipvsman.sync.monitor.ReceivedConn) in a line: who sent it, and the
+    connection as the connection view would show it."""
+    conn = received.conn
+    state = "template" if conn.is_template else STATE_LABELS.get(conn.state_name, conn.state_name)
+    timeout = f" {conn.timeout}s" if conn.timeout else ""
+    return (
+        f"{received.sender} #{received.syncid}  {conn.protocol_name} {join_host_port(conn.client, conn.client_port)}"
+        f" -> {join_host_port(conn.virtual, conn.virtual_port)} -> {join_host_port(conn.dest, conn.dest_port)}"
+        f"  {state}{timeout}"
+    )
 
 
 class SyncView(KeyedListView):
@@ -18,7 +34,7 @@ class SyncView(KeyedListView):
     short_title = "Sync"
     context = "global"
 
-    def header(self):
+    def header(self, ctx: ViewContext):
         return [" SYNC AND KERNEL"]
 
     def build(self, snapshot: Snapshot, ctx: ViewContext):
@@ -44,14 +60,11 @@ class SyncView(KeyedListView):
             )
             yield ("daemon", daemon.state, daemon.interface, daemon.syncid), ["   ", ("service", text)], False
 
-        # ---- SYNC MONITOR PANEL: filled by ipvsman.sync.monitor.SyncMonitor (another helper) ----
         yield from self._section("monitor", "Sync monitor")
-        if ctx.sync_panel is None:
-            yield ("monitor", "missing"), [("dim", "   not available yet (ipvsman.sync.monitor)")], False
-        else:
-            for index, text in enumerate(ctx.sync_panel):
-                yield ("monitor", index), f"   {text}", False
-        # ---- end of the sync monitor panel ----
+        yield from self._monitor(ctx)
+
+        yield from self._section("config", "Configuration")
+        yield from self._configuration(ctx)
 
         yield from self._section("poll", "Polling")
         yield self._field("backend", "Backend", f"{snapshot.backend}" + ("" if snapshot.writable else " (read-only)"))
@@ -82,6 +95,73 @@ class SyncView(KeyedListView):
                 ["   ", ("dim", f"{stamp} "), (f"status.{message.level}", f"{message.level:<5}"), f" {message.text}"],
                 False,
             )
+
+    def _monitor(self, ctx: ViewContext):
+        stats = ctx.sync_monitor
+        if stats is None or isinstance(stats, str):
+            yield ("monitor", "off"), [("dim", f"   {stats or 'off'}")], False
+            return
+        yield self._field(
+            "listening",
+            "Listening",
+            f"{stats.listening}" + ("" if stats.running else " (stopped)"),
+            None if stats.running else "status.warn",
+        )
+        totals = (
+            f"{fmt_count(stats.messages)} messages, {fmt_count(stats.connections)} connections, "
+            f"{fmt_count(stats.malformed)} malformed, {fmt_count(stats.rejected)} entries rejected"
+        )
+        yield self._field("totals", "Received", totals)
+        if not stats.flowing:
+            yield self._field("flowing", "Traffic", f"no sync message in the last {stats.window:g} s", "status.warn")
+        for syncid in stats.by_syncid:
+            senders = ", ".join(syncid.senders) or "?"
+            version = "?" if syncid.version is None else syncid.version
+            ago = max(0.0, ctx.now - syncid.last_seen)
+            text = (
+                f"{syncid.messages_per_second:.1f} messages/s  {syncid.connections_per_second:.1f} connections/s"
+                f"  (v{version} from {senders}, last {ago:.0f} s ago)"
+            )
+            yield self._field(("syncid", syncid.syncid), f"syncid {syncid.syncid}", text)
+        if stats.last_error:
+            yield self._field("monitor-error", "Last error", stats.last_error, "error")
+        if stats.latest:
+            yield self._field("latest", "Latest entries", f"newest first, {min(len(stats.latest), MONITOR_LATEST)} shown")
+        for index, received in enumerate(stats.latest[:MONITOR_LATEST]):
+            yield ("latest", index), f"     {latest_entry(received)}", False
+
+    def _configuration(self, ctx: ViewContext):
+        if not ctx.configs:
+            yield ("config", "none"), [("dim", "   no topology or keepalived.conf (--topology, --keepalived)")], False
+        for config in ctx.configs:
+            name = os.path.basename(config.path)
+            count = f"{config.services} service" + ("s" if config.services != 1 else "")
+            errors = f"; {len(config.errors)} error" + ("s" if len(config.errors) != 1 else "") if config.errors else ""
+            text = f"{name}: {count}, for {config.used_for}{errors}"
+            yield self._field(("config", config.label), config.label, text, "status.warn" if config.errors else None)
+            if config.path != name:
+                yield self._field(("config-path", config.label), "", config.path, "dim")
+            for index, error in enumerate(config.errors):
+                # The file's name is enough here: its full path is on the line above.
+                shown = error[len(config.path) - len(name):] if error.startswith(config.path) else error
+                yield ("config-error", config.label, index), ["     ", ("error", shown)], False
+        if ctx.drift is not None:
+            count = len(ctx.drift)
+            text = (
+                f"{count} difference{'s' if count != 1 else ''} against {ctx.drift_source} (D in views 1-3: drift only)"
+                if count
+                else f"none: the kernel agrees with {ctx.drift_source}"
+            )
+            yield self._field("drift", "Drift", text, "status.warn" if count else None)
+        names = ctx.names
+        if not names.show:
+            text = "numbers (n shows names)"
+        else:
+            resolver = names.resolver
+            dns = "reverse DNS on" if resolver is not None and resolver.dns_enabled else "no reverse DNS"
+            pending = f", {resolver.pending()} lookups pending" if resolver is not None and resolver.pending() else ""
+            text = f"shown (n shows numbers); {dns}{pending}"
+        yield self._field("names", "Names", text)
 
     def _section(self, key: str, title: str):
         if key != "kernel":

@@ -1,22 +1,30 @@
-"""View 1, Virtual servers: each VIP (is it held here, on which interface) and its services."""
+"""View 1, Virtual servers: each VIP (is it held here, on which interface, for which VRRP instance)
+and its services, with a DRIFT line under each service the configuration disagrees with."""
 
 from __future__ import annotations
 
 from ipvsman.model import SCHEDULER_NAMES, Service, Snapshot
+from ipvsman.topology import ConfiguredService
 from ipvsman.ui.views import (
     KeyedListView,
     ViewContext,
     connection_total,
+    drift_text,
     group_by_vip,
     held_markup,
+    missing_by_vip,
+    port_label,
     rates_text,
-    service_label,
+    service_drifts,
+    shown_services,
     state_markup,
     vip_title,
 )
-from ipvsman.ui.widgets import Line, fmt_count, join_lines, sparkline
+from ipvsman.ui.widgets import Line, fmt_count, join_lines, short_origin, sparkline
 
-INDENT = 4
+INDENT = 2
+LABEL_MIN, LABEL_MAX = 10, 32
+SCHED, LONG_SCHED, PERSISTENCE, CONNS = 6, 28, 16, 14
 
 
 class VirtualServersView(KeyedListView):
@@ -24,22 +32,43 @@ class VirtualServersView(KeyedListView):
     title = "Virtual servers"
     short_title = "Virtual"
     context = "servers"
+    filters_drift = True
 
-    def header(self):
+    def __init__(self):
+        super().__init__()
+        self.label_width = LABEL_MIN
+        self._labels: dict = {}  # service key -> label, worked out once per build
+
+    def header(self, ctx: ViewContext):
         width = self.width
         return Line(width).add(" VIRTUAL SERVER / SERVICE", width - 14).add("CONNECTIONS", 13, align=">").markup
 
     def build(self, snapshot: Snapshot, ctx: ViewContext):
-        groups = group_by_vip(snapshot.services)
+        missing = missing_by_vip(ctx.drift)
+        services = shown_services(snapshot, ctx) + [s for group in missing.values() for s in group]
+        groups = group_by_vip(services)
         if not groups:
-            yield ("empty",), [("dim", " no virtual services")], False
+            text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
+            yield ("empty",), [("dim", text)], False
             return
-        for index, (address, services) in enumerate(groups):
+        self._labels = {s.key: self._label(s.key, ctx) for _, group in groups for s in group}
+        self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
+        for index, (address, group) in enumerate(groups):
             if index:
                 yield ("gap", address), [""], False
-            yield ("vip", address), self._vip_line(address, services, snapshot, ctx), True
-            for service in services:
-                yield service.key, self._service_lines(service, snapshot, ctx), True
+            kernel = [s for s in group if isinstance(s, Service)]
+            yield ("vip", address), self._vip_line(address, kernel, snapshot, ctx), True
+            for service in group:
+                if isinstance(service, ConfiguredService):
+                    yield ("missing", service.key), self._missing_line(service, ctx), True
+                else:
+                    yield service.key, self._service_lines(service, snapshot, ctx), True
+
+    @staticmethod
+    def _label(key, ctx: ViewContext) -> str:
+        configured = ctx.names.service_name(key)
+        label = port_label(key, ctx.names)
+        return f"{configured} {label}" if configured else label
 
     def _vip_line(self, address: str, services: list[Service], snapshot: Snapshot, ctx: ViewContext):
         total = sum(
@@ -48,25 +77,44 @@ class VirtualServersView(KeyedListView):
         )
         held, held_attr = held_markup(address, ctx)
         line = Line(self.width).add(" ").add(vip_title(address, ctx), 34, "vip").gap(1)
-        line.add(held, 24, held_attr)
+        line.add(held, 36 if self.width >= 100 else 30, held_attr)
         line.add(f"{fmt_count(total)} conns", line.rest(), "number", align=">")
         return line.markup
+
+    def _first_line(self, key, ctx: ViewContext) -> Line:
+        return Line(self.width).gap(INDENT).add(self._labels[key], self.label_width, "service")
 
     def _service_lines(self, service: Service, snapshot: Snapshot, ctx: ViewContext):
         key = service.key
         counts = snapshot.service_states.get(key) if ctx.read_connections else None
-        scheduler = SCHEDULER_NAMES.get(service.scheduler, service.scheduler)
         persistence = f"persistent {service.persistent}s" if service.persistent is not None else "not persistent"
-        first = Line(self.width).gap(INDENT - 2).add(service_label(key), 10, "service").gap(1)
-        first.add(f"{service.scheduler} ", 6, "dim").add(scheduler, 28).gap(1)
-        first.add(persistence, 16, "dim" if service.persistent is None else None)
+        first = self._first_line(key, ctx)
+        first.add(f"{service.scheduler} ", SCHED, "dim")
+        long_room = self.width - first.used - PERSISTENCE - CONNS
+        if long_room >= 10:
+            first.col(SCHEDULER_NAMES.get(service.scheduler, service.scheduler), min(LONG_SCHED, long_room))
+        first.add(persistence, PERSISTENCE, "dim" if service.persistent is None else None)
         first.add(f"{fmt_count(connection_total(counts, service.dests))} conns", first.rest(), align=">")
-        second = Line(self.width).gap(INDENT + 9)
+        indent = INDENT + self.label_width
+        second = Line(self.width).gap(indent)
         if counts is None and not ctx.read_connections:
             second.add("connection table not read (--no-connections)", second.rest(), "dim")
         else:
             second.markup += state_markup(counts)
-        third = Line(self.width).gap(INDENT + 9).add(rates_text(service.rates)).gap(2)
+        third = Line(self.width).gap(indent).add(rates_text(service.rates)).gap(2)
         history = snapshot.service_history.get(key, ())
         third.add(sparkline(history, min(third.rest(), 30)), None, "spark")
-        return join_lines([first, second, third])
+        lines = [first, second, third]
+        drifts = service_drifts(key, service, ctx.drift)
+        if drifts:
+            drift = Line(self.width).gap(indent).add(" DRIFT ", None, "drift").gap(1)
+            drift.add("; ".join(drift_text(d, ctx.names) for d in drifts), drift.rest(), "drift.text")
+            lines.append(drift)
+        return join_lines(lines)
+
+    def _missing_line(self, service: ConfiguredService, ctx: ViewContext):
+        line = self._first_line(service.key, ctx).add(" MISSING ", None, "drift").gap(1)
+        servers = f"{len(service.dests)} real server" + ("s" if len(service.dests) != 1 else "")
+        where = f" ({short_origin(service.origin)})" if service.origin else ""
+        text = f"configured{where}: {service.scheduler}, {servers}; not in the kernel"
+        return line.add(text, line.rest(), "drift.text").markup
