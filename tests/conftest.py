@@ -104,19 +104,28 @@ def guest_results(session) -> dict:
     results = _read_report(report)
     tail = "\n".join(run.output.splitlines()[-60:])
     results["__log__"] = f"guest exit status {run.returncode}; log {rwdir / 'guest.log'}; last lines:\n{tail}"
+    _report_guest_run(session, run, rwdir, len(node_ids), results)
+    stash[_results_key] = results
+    return results
+
+
+def _report_guest_run(session, run, rwdir: Path, count: int, results: dict) -> None:
+    """Print the guest's summary and the figures its passing tests printed, past the capture."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = session.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
         reporter.write_line(
-            f"\nipvsman: ran {len(node_ids)} kernel tests in the IPVS guest (exit {run.returncode}); "
+            f"ipvsman: ran {count} kernel tests in the IPVS guest (exit {run.returncode}); "
             f"log: {rwdir / 'guest.log'}"
         )
         for node_id, result in results.items():
-            if isinstance(result, dict) and result.get("outcome") == "passed" and result.get("message", "").strip():
+            if isinstance(result, dict) and result.get("outcome") == "passed" and result["message"].strip():
                 reporter.write_line(f"  {node_id} printed:")
                 for line in result["message"].strip().splitlines():
                     reporter.write_line(f"    {line}")
-    stash[_results_key] = results
-    return results
 
 
 def _read_report(path: Path) -> dict:
