@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import errno
 import ipaddress
@@ -16,10 +15,8 @@ from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 
 from ipvsman import model
 from ipvsman.backend import Backend, BackendError, IpvsUnavailable, NotPermitted
-from ipvsman.kernel import netlink, procfs
+from ipvsman.kernel import netlink, netns, procfs
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIRS = ("/run/netns", "/var/run/netns")  # where `ip netns add` names namespaces
 CAP_NET_ADMIN = 12
 
 NOT_LOADED = "the ip_vs module is not loaded: run 'modprobe ip_vs' as root"
@@ -52,60 +49,15 @@ def has_cap_net_admin() -> bool:
     return os.geteuid() == 0
 
 
-def _setns(fd: int) -> None:
-    """Move the calling thread (only) into the network namespace open at `fd`."""
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def _open_named_netns(name: str) -> int:
-    if not name or "/" in name or name in (".", ".."):
-        raise BackendError(f"not a network namespace name: {name!r}")
-    for directory in NETNS_DIRS:
-        try:
-            return os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        except PermissionError:
-            raise NotPermitted(f"cannot open network namespace {name!r}: permission denied") from None
-        except OSError as exc:
-            raise BackendError(f"cannot open network namespace {name!r}: {_describe(exc)}") from None
-    raise BackendError(f"no network namespace named {name!r} (see 'ip netns list')")
-
-
 def enter_netns(name: str) -> int:
-    """Move the calling thread into the named network namespace (`ip netns add NAME`).
-
-    Returns a descriptor of the namespace the thread was in, for leave_netns(). Other threads
-    stay where they are; /proc/thread-self/net shows the thread's new namespace.
-    """
-    target = _open_named_netns(name)
-    home = None
+    """netns.enter() with the backend's errors; returns the descriptor for leave_netns()."""
     try:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        _setns(target)
-        return home
-    except OSError as exc:
-        if home is not None:
-            os.close(home)
-        if _errno_of(exc) == errno.EPERM:
-            raise NotPermitted(f"entering network namespace {name!r} needs root (CAP_SYS_ADMIN)") from None
-        raise BackendError(f"cannot enter network namespace {name!r}: {_describe(exc)}") from None
-    finally:
-        os.close(target)
+        return netns.enter(name)
+    except netns.NetnsError as exc:
+        raise (NotPermitted if exc.denied else BackendError)(str(exc)) from None
 
 
-def leave_netns(home: int) -> None:
-    """Return the calling thread to the namespace enter_netns() came from."""
-    try:
-        _setns(home)
-    finally:
-        os.close(home)
+leave_netns = netns.leave
 
 
 class KernelBackend(Backend):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import ipaddress
 import os
@@ -14,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ipvsman.kernel import procfs
+from ipvsman.kernel import netns, procfs
 from ipvsman.model import Connection
 from ipvsman.sync.protocol import (
     IPV4_UDP_OVERHEAD,
@@ -27,7 +26,6 @@ DEFAULT_RATE = 1000.0  # connections per second: a few dozen messages a second, 
 MAX_RATE = 10_000_000.0
 PROGRESS_INTERVAL = 0.1  # seconds between progress reports
 CATCH_UP_SECONDS = 0.25  # the longest delay made up for by sending faster afterwards
-CLONE_NEWNET = 0x40000000
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT = 0  # let the kernel fragment a large message, as the master daemon does
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -98,9 +96,10 @@ def check_version(version: int) -> int:
 
 
 def check_netns_name(name: str) -> str:
-    if not name or "/" in name or name in (".", ".."):
-        raise SyncConfigError(f"bad network namespace name {name!r}")
-    return name
+    try:
+        return netns.check_name(name)
+    except netns.NetnsError as exc:
+        raise SyncConfigError(str(exc)) from None
 
 
 def interface_index(interface: str, netns: str | None = None) -> int:
@@ -118,35 +117,12 @@ def interface_index(interface: str, netns: str | None = None) -> int:
 # -- network namespaces --------------------------------------------------------------------------
 
 
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def _open_netns(name: str) -> int:
-    check_netns_name(name)
-    try:
-        return os.open(f"/run/netns/{name}", os.O_RDONLY)
-    except FileNotFoundError:
-        raise SyncConfigError(f"no network namespace {name} (see ip netns list)") from None
-    except OSError as exc:
-        raise SyncConfigError(f"cannot open network namespace {name}: {exc.strerror}") from None
-
-
 def enter_netns(name: str) -> None:
     """Move the calling thread into a named namespace for good (the CLI does it before anything else)."""
-    fd = _open_netns(name)
     try:
-        _setns(fd)
-    except OSError as exc:
-        raise SyncConfigError(f"cannot enter network namespace {name}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+        netns.enter(name)
+    except netns.NetnsError as exc:
+        raise SyncConfigError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -158,15 +134,14 @@ def netns_entered(name: str | None) -> Iterator[None]:
     if not name:
         yield
         return
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        enter_netns(name)
-        try:
-            yield
-        finally:
-            _setns(own)
+        home = netns.enter(name)
+    except netns.NetnsError as exc:
+        raise SyncConfigError(str(exc)) from None
+    try:
+        yield
     finally:
-        os.close(own)
+        netns.leave(home)
 
 
 # -- the sending socket --------------------------------------------------------------------------
