@@ -56,6 +56,7 @@ from ipvsman.ui.widgets import fmt_age, fmt_count
 MIN_COLS, MIN_ROWS = 80, 24
 WIDE_COLS = 100  # from here on the tab bar has room for the views' full titles
 TICK_SECONDS = 1.0
+PROGRESS_SECONDS = 60.0  # a progress line stays this long unless the next one or the outcome replaces it
 VIEW_CLASSES = (VirtualServersView, BindingsView, RealServersView, ConnectionsView, SyncView)
 NAV_KEYS = {
     "nav.up": "up",
@@ -215,9 +216,16 @@ class Dashboard:
         self.status = StatusBar(clock)
         self.prompt: FilterPrompt | None = None
         self.job = None  # the running resync or sync test (ipvsman.sync.resync.SyncJob)
+        self._progress = None  # the newest SendProgress not drawn yet (guarded by _lock)
+        self._progress_scheduled = False
+        self._progress_message = None  # the progress line in the status history, replaced by the next one
+        self._showing_progress = False  # a resync runs and its outcome is not shown yet
+        self._planning = None  # the token of the resync being planned for R's question, None when none is
+        self._planner: threading.Thread | None = None
         self.help: HelpOverlay | None = None
         self.dialog: Dialog | None = None
         self._on_dialog_yes: Callable[[], None] | None = None  # what `y` does in a ConfirmDialog
+        self._dialog_no_message = "nothing changed"  # what `n` says in a ConfirmDialog
         self._choice_service: ServiceKey | None = None  # the service a ChoiceDialog adds to
         self.frame = urwid.Frame(self.view.widget, header=self.header, footer=self.status)
         self.top = DashboardWidget(self, self.frame)
@@ -261,7 +269,7 @@ class Dashboard:
                 "choose.apply": self.apply_choice,
                 "choose.cancel": lambda: self.close_dialog("nothing added"),
                 "confirm.yes": self.confirm_yes,
-                "confirm.no": lambda: self.close_dialog("nothing changed"),
+                "confirm.no": self.confirm_no,
                 "sync.resync": lambda: self.run_sync_hook("sync.resync"),
                 "sync.test": lambda: self.run_sync_hook("sync.test"),
                 "help.toggle": self.toggle_help,
@@ -796,6 +804,9 @@ class Dashboard:
         self.submit(RemoveDest(key))
         self.status.post(f"removing {join_host_port(key.address, key.port)} from {key.service}")
 
+    def confirm_no(self) -> None:
+        self.close_dialog(self._dialog_no_message)
+
     def confirm_yes(self) -> None:
         action, self._on_dialog_yes = self._on_dialog_yes, None
         self.close_dialog()
@@ -816,6 +827,7 @@ class Dashboard:
         was_open = self.dialog is not None
         self.dialog = None
         self._on_dialog_yes = None
+        self._dialog_no_message = "nothing changed"
         self.top.set_body(self.frame)
         if message and was_open:
             self.status.post(message)
@@ -935,45 +947,171 @@ class Dashboard:
         return lines or ["in no service of the kernel"]
 
     def run_sync_hook(self, command: str) -> None:
-        """R and T: a resync or sync test in its own thread (ipvsman.sync.resync.SyncJob); Esc cancels."""
+        """R and T: a resync (after y/n) or a sync test in its own thread (ipvsman.sync.resync.SyncJob); Esc cancels."""
         label = SYNC_LABELS[command]
-        reason = self.read_only_reason()
+        reason = self._sync_refusal(label)
         if reason:
-            self.status.post(f"{label} disabled: {reason}", "warn")
+            self.status.post(reason, "warn")
             return
         resync = load_resync()
-        if resync is None:
-            self.status.post(f"{label}: not available yet", "warn")
-            return
-        if getattr(self.backend, "name", "") == "demo" or (self.snapshot and self.snapshot.backend == "demo"):
-            self.status.post(f"{label}: not in the demo (it would send to the real network)", "warn")
-            return
-        if self.snapshot is None:
-            self.status.post(f"{label}: wait for the first poll", "warn")
-            return
-        if self.job is not None and self.job.is_alive():
-            self.status.post(f"{self.job.label} still running (Esc cancels it)", "warn")
-            return
         state, netns = self.snapshot.state, _option(self.options, "netns", None)
+        if command == "sync.resync":
+            self.offer_resync(resync, state, netns)
+            return
         try:
             settings = resync.sync_test_settings(state)  # the master daemon's; raises when there is none
         except resync.SyncConfigError as exc:
             self.status.post(f"{label}: {exc}", "error")
             return
-        if command == "sync.resync":
-
-            def work(cancel):
-                plan = resync.plan_resync(state, netns=netns)
-                report = plan.run(cancel=cancel)
-                return resync.JobOutcome(report.complete, plan.summary(report), report=report)
-
-            self.job = resync.SyncJob(work, self.on_job_done, "resync")
-        else:
-            self.job = resync.SyncJob.sync_test(
+        self._start_job(
+            resync.SyncJob.sync_test(
                 settings, self.on_job_done, services=state.services, daemons=state.daemons, netns=netns
-            )
-        self.job.start()
-        self.status.post(f"{label}: started ({settings.describe()}); Esc cancels")
+            ),
+            f"{label}: started ({settings.describe()}); Esc cancels",
+        )
+
+    def _sync_refusal(self, label: str) -> str | None:
+        """Why R or T cannot run now (one line for the status bar), or None."""
+        reason = self.read_only_reason()
+        if reason:
+            return f"{label} disabled: {reason}"
+        if load_resync() is None:
+            return f"{label}: not available yet"
+        if getattr(self.backend, "name", "") == "demo" or (self.snapshot and self.snapshot.backend == "demo"):
+            return f"{label}: not in the demo (it would send to the real network)"
+        if self.snapshot is None:
+            return f"{label}: wait for the first poll"
+        if self.job is not None and self.job.is_alive():
+            return f"{self.job.label} still running (Esc cancels it)"
+        if self._planning is not None:
+            return "resync: still reading the connection table (Esc cancels it)"
+        return None
+
+    def resync_target(self) -> tuple[ServiceKey | None, DestKey | None]:
+        """The service or real server whose connections R sends: the selected row of views 1-3, else all."""
+        if self.view.context != "servers":
+            return None, None
+        selection = self.view.selection()
+        if isinstance(selection, DestKey):
+            return None, selection
+        if isinstance(selection, ServiceKey):
+            return selection, None
+        return None, None  # a VIP or real-server host row (several services): the whole table
+
+    def offer_resync(self, resync, state, netns: str | None) -> None:
+        """`R`: work out what would be sent (in a thread: packing a large table takes seconds), then ask y/n."""
+        selection = self.view.selection() if self.view.context == "servers" else None
+        if _is_missing(selection):
+            self.status.post(f"resync: {selection[1]} is not in the kernel: it has no connections", "warn")
+            return
+        service, real_server = self.resync_target()
+        try:  # the quick refusals (no master daemon, no connection table) at once, without the table
+            resync.sync_test_settings(state)
+            if state.connections is None:
+                resync.plan_resync(state)  # says why
+        except resync.SyncConfigError as exc:
+            self.status.post(f"resync: {exc}", "error")
+            return
+        hint = service is None and real_server is None and self.view.context == "servers"
+
+        def work():
+            try:
+                return resync.plan_resync(state, service=service, real_server=real_server, netns=netns), None
+            except resync.SyncConfigError as exc:
+                return None, f"resync: {exc}"
+            except Exception as exc:  # the answer must always come back, or R would stay busy
+                return None, f"resync: cannot plan it: {type(exc).__name__}: {exc}"
+
+        token = object()
+        self._planning = token
+        if self.loop is None:  # no loop to hand a thread's result to (tests, --once): plan here
+            self.ask_resync(token, *work(), hint)
+            return
+        self.status.post(f"resync: reading {len(state.connections)} connections; Esc cancels")
+
+        def plan_in_thread():
+            plan, error = work()
+            try:
+                self.loop.call_from_thread(self.ask_resync, token, plan, error, hint)
+            except RuntimeError:
+                pass  # the loop has stopped: nobody to ask
+
+        self._planner = threading.Thread(target=plan_in_thread, name="ipvsman-resync-plan", daemon=True)
+        self._planner.start()
+
+    def ask_resync(self, token, plan, error: str | None, hint: bool) -> None:
+        """The plan is ready: ask y/n with the count, selection, group, port, interface and syncid."""
+        if token is not self._planning:  # cancelled (Esc) while it was planned
+            return
+        self._planning = None
+        if error is not None:
+            self.status.post(error, "error")
+            return
+        if plan.connections == 0:
+            left_out = f"; {plan.skipped_text()}" if plan.skipped else ""
+            self.status.post(f"resync: nothing to resync: no connections ({plan.selection}){left_out}", "warn")
+            return
+        if self.dialog is not None or self.help is not None or self.prompt is not None:
+            self.status.post("resync: close what is open and press R again", "warn")  # it would be hidden under
+            return
+        plural = "s" if plan.connections != 1 else ""
+        question = f"send {plan.connections} connection{plural} ({plan.selection}) to the backup directors? y/n"
+        detail = [plan.describe()]
+        if hint:
+            detail.append("select a service or real server first to send only its connections")
+        detail.append("Esc cancels the send while it runs")
+        self.open_dialog(ConfirmDialog("Resync", question, "\n".join(detail)))
+        self._on_dialog_yes = lambda: self.start_resync(plan)
+        self._dialog_no_message = "resync: nothing sent"
+
+    def start_resync(self, plan) -> None:
+        """`y` on the resync question: send the plan in a job of its own, progress in the status bar."""
+        reason = self._sync_refusal("resync")  # the answer may have taken a while: look again
+        if reason:
+            self.status.post(reason, "warn")
+            return
+        resync = load_resync()
+        with self._lock:
+            self._progress, self._progress_scheduled = None, False
+        self._progress_message, self._showing_progress = None, True
+        job = resync.SyncJob.resync(plan, on_progress=self.on_job_progress, on_done=self.on_job_done)
+        self._start_job(job, f"resync: sending {plan.connections} connections ({plan.selection}); Esc cancels")
+
+    def _start_job(self, job, message: str) -> None:
+        self.job = job
+        job.start()
+        self.status.post(message)
+
+    def on_job_progress(self, progress) -> None:
+        """The sync job's thread: keep the newest progress and have at most one repaint waiting in the loop."""
+        with self._lock:
+            self._progress = progress
+            if self._progress_scheduled or self.loop is None:
+                return
+            self._progress_scheduled = True
+        try:
+            self.loop.call_from_thread(self._apply_progress)
+        except RuntimeError:  # the loop has stopped: nothing left to draw on
+            with self._lock:
+                self._progress_scheduled = False
+
+    def _apply_progress(self) -> None:
+        with self._lock:
+            progress, self._progress, self._progress_scheduled = self._progress, None, False
+        if progress is not None:
+            self.show_progress(progress)
+
+    def show_progress(self, progress) -> None:
+        """One status line per send; the previous progress line leaves the history, so it keeps real messages."""
+        job = self.job
+        if job is None or not self._showing_progress:  # the outcome is on the line already
+            return
+        text = progress.describe() + ("; cancelling" if job.cancelled else "; Esc cancels")
+        history = self.status.history
+        if self._progress_message is not None and history and history[-1] is self._progress_message:
+            history.pop()
+        self.status.post(text, seconds=PROGRESS_SECONDS)
+        self._progress_message = history[-1]
 
     def on_job_done(self, outcome) -> None:
         """The sync job's thread: hand the outcome to the loop."""
@@ -985,6 +1123,12 @@ class Dashboard:
             pass
 
     def apply_job_outcome(self, outcome) -> None:
+        with self._lock:
+            self._progress = None  # a repaint still waiting has nothing left to show
+        history = self.status.history
+        if self._progress_message is not None and history and history[-1] is self._progress_message:
+            history.pop()  # the outcome says how far it came
+        self._progress_message, self._showing_progress = None, False
         self.status.post(outcome.message, "info" if outcome.ok else "error")
 
     # -- other commands -------------------------------------------------------------------------
@@ -1019,6 +1163,10 @@ class Dashboard:
         self.top.set_body(self.frame)
 
     def cancel(self) -> None:
+        if self._planning is not None:
+            self._planning = None  # its plan is dropped when it comes
+            self.status.post("resync: cancelled, nothing sent")
+            return
         if self.job is not None and self.job.is_alive() and not self.job.cancelled:
             self.job.cancel()
             self.status.post(f"{self.job.label}: cancelling")

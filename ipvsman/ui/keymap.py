@@ -22,7 +22,7 @@ CONTEXTS = {
     "connections": "Connections (view 4)",
     "filter": "Typing a connection filter",
     "choose": "Choosing a real server to add (a)",
-    "confirm": "Answering y/n (x)",
+    "confirm": "Answering y/n (x, R)",
     "details": "Reading details (i)",
     "help": "This help",
 }
@@ -48,7 +48,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("end", "nav.bottom", "global", "Last line"),
     Binding("p", "poll.pause", "global", "Pause or resume polling"),
     Binding("n", "names.toggle", "global", "Show names or numeric addresses"),
-    Binding("R", "sync.resync", "global", "Resync: send the connection table to the backup directors"),
+    Binding("R", "sync.resync", "global", "Resync: send connections to the backups (asks y/n)"),
     Binding("T", "sync.test", "global", "Sync test: check that the backups receive a connection"),
     Binding("?", "help.toggle", "global", "Show or hide this help"),
     Binding("esc", "app.cancel", "global", "Close an overlay, cancel a resync, clear the filter"),
