@@ -7,8 +7,12 @@ Views only turn snapshots into widgets: no kernel access, no threads.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
+import itertools
+import operator
+import socket
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -71,8 +75,15 @@ class ViewContext:
 @functools.lru_cache(maxsize=65536)
 def address_sort_key(address: str) -> tuple:
     """Orders addresses numerically (IPv4 before IPv6); text that is no address sorts last."""
+    # inet_pton first: it is many times faster than ipaddress, and a director with 100,000 real
+    # servers has more addresses than the cache holds.
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return (version, int.from_bytes(socket.inet_pton(family, address), "big"), "")
+        except (OSError, ValueError):
+            pass
     try:
-        parsed = ipaddress.ip_address(address)
+        parsed = ipaddress.ip_address(address)  # what inet_pton does not take, such as fe80::1%eth0
     except ValueError:
         return (9, 0, address)
     return (parsed.version, int(parsed), "")
@@ -298,23 +309,200 @@ class View:
         return None
 
 
-class KeyedListView(View):
-    """A list of Rows known by keys: rows are reused and updated in place, and the selection
-    follows the same key across refreshes (not the same row number)."""
+class RowKind:
+    """How the rows of one kind of block are made: a block is (count, kind, payload) and stands for
+    `count` rows in a row; the kind tells each row's key, whether it can take the focus, and its
+    markup, from the payload and the row's offset in the block, only when asked."""
+
+    def key(self, payload, offset: int) -> Hashable:
+        raise NotImplementedError
+
+    def selectable(self, payload, offset: int) -> bool:
+        return True
+
+    def markup(self, payload, offset: int) -> Markup:
+        raise NotImplementedError
+
+    def find(self, payload, count: int, key: Hashable) -> int | None:
+        """The offset of the row with `key` in the block, or None; kinds with many rows a block
+        override this to skip blocks that cannot hold the key without making keys."""
+        for offset in range(count):
+            if self.key(payload, offset) == key:
+                return offset
+        return None
+
+
+class ReadyRows(RowKind):
+    """Rows whose markup was made beforehand: payload (key, markup, selectable), one row a block."""
+
+    def key(self, payload, offset):
+        return payload[0]
+
+    def selectable(self, payload, offset):
+        return payload[2]
+
+    def markup(self, payload, offset):
+        return payload[1]
+
+    def find(self, payload, count, key):
+        return 0 if payload[0] == key else None
+
+
+READY = ReadyRows()
+
+
+class KeyedRowWalker(urwid.ListWalker):
+    """Positions 0..n-1 over blocks of rows (see RowKind): finding a position is a bisection over the
+    blocks' first positions, and a Row is made only when urwid asks for its position. Rows made for
+    the previous blocks are kept by key and reused (their text set in place) when the same key is
+    shown again, so a refresh changes only the widgets on screen."""
+
+    CACHE_LIMIT = 512
 
     def __init__(self):
         super().__init__()
-        self.walker = urwid.SimpleFocusListWalker([])
+        self.blocks: list[tuple[int, RowKind, object]] = []
+        self.starts: list[int] = []  # first position of each block
+        self.total = 0
+        self.focus = 0
+        self.created = 0  # Row widgets made so far: a test checks this stays near a screenful
+        self._rows: dict[int, Row] = {}  # position -> Row, for the current blocks
+        self._previous: dict[Hashable, Row] = {}  # key -> Row made for the blocks before
+
+    def set_blocks(self, blocks: list[tuple[int, RowKind, object]]) -> None:
+        starts = list(itertools.accumulate(map(operator.itemgetter(0), blocks), initial=0))  # in C: no loop here
+        total = starts.pop()
+        self._previous = {row.key: row for row in self._rows.values()}
+        self._rows = {}
+        self.blocks, self.starts, self.total = blocks, starts, total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def locate(self, position: int) -> tuple[int, RowKind, object, int]:
+        """(count, kind, payload, offset) of the block holding `position`."""
+        index = bisect.bisect_right(self.starts, position) - 1
+        count, kind, payload = self.blocks[index]
+        return count, kind, payload, position - self.starts[index]
+
+    def key_at(self, position: int) -> Hashable:
+        _, kind, payload, offset = self.locate(position)
+        return kind.key(payload, offset)
+
+    def selectable_at(self, position: int) -> bool:
+        _, kind, payload, offset = self.locate(position)
+        return kind.selectable(payload, offset)
+
+    def find(self, key: Hashable, near: int | None = None) -> int | None:
+        """The position of the row with `key` (tried first at `near`, where it was), or None."""
+        if not self.total:
+            return None
+        if near is not None and 0 <= near < self.total and self.key_at(near) == key:
+            return near
+        for start, (count, kind, payload) in zip(self.starts, self.blocks):
+            offset = kind.find(payload, count, key)
+            if offset is not None:
+                return start + offset
+        return None
+
+    def row(self, position: int) -> Row:
+        row = self._rows.get(position)
+        if row is not None:
+            return row
+        _, kind, payload, offset = self.locate(position)
+        key, selectable = kind.key(payload, offset), kind.selectable(payload, offset)
+        row = self._previous.pop(key, None)
+        if row is None or row.text.selectable() != selectable:
+            row = Row(key, selectable)
+            self.created += 1
+        row.set_markup(kind.markup(payload, offset))
+        if len(self._rows) >= self.CACHE_LIMIT:
+            self._rows.clear()
+        self._rows[position] = row
+        return row
+
+    def changed(self) -> None:
+        self._modified()
+
+    def get_focus(self):
+        if not self.total:
+            return None, None
+        return self.row(self.focus), self.focus
+
+    def set_focus(self, position: int) -> None:
+        self.focus = position
+        self._modified()
+
+    def get_next(self, position: int):
+        if position + 1 >= self.total:
+            return None, None
+        return self.row(position + 1), position + 1
+
+    def get_prev(self, position: int):
+        if position <= 0 or not self.total:
+            return None, None
+        return self.row(position - 1), position - 1
+
+    def positions(self, reverse: bool = False):
+        return range(self.total - 1, -1, -1) if reverse else range(self.total)
+
+    def __getitem__(self, position: int) -> Row:
+        if not 0 <= position < self.total:
+            raise IndexError(position)
+        return self.row(position)
+
+    def __iter__(self):
+        """Every row, made as it comes (for tests and short lists; the screen asks only for what it shows)."""
+        return (self.row(position) for position in range(self.total))
+
+
+class ShownRows(Mapping):
+    """The rows of a KeyedListView by key: `key in view.rows` says whether a row is listed, and
+    view.rows[key] makes (or reuses) its widget."""
+
+    def __init__(self, walker: KeyedRowWalker):
+        self.walker = walker
+
+    def __getitem__(self, key: Hashable) -> Row:
+        position = self.walker.find(key)
+        if position is None:
+            raise KeyError(key)
+        return self.walker.row(position)
+
+    def __contains__(self, key: object) -> bool:
+        return self.walker.find(key) is not None
+
+    def __iter__(self):
+        return (self.walker.key_at(position) for position in range(len(self.walker)))
+
+    def __len__(self) -> int:
+        return len(self.walker)
+
+
+class KeyedListView(View):
+    """A list of Rows known by keys, made lazily: each snapshot becomes a flat list of blocks of row
+    descriptions (cheap tuples, in one pass), and widgets are made only for the rows on screen.
+    Rows are reused and updated in place, and the selection follows the same key across refreshes
+    (not the same row number)."""
+
+    def __init__(self):
+        super().__init__()
+        self.walker = KeyedRowWalker()
         self.listbox = urwid.ListBox(self.walker)
         self.column_header = urwid.Text("", wrap="clip")
         self._column_header = urwid.AttrMap(self.column_header, "colhead")
         self.note = urwid.Text("", wrap="clip")  # above the column titles while the drift filter is on
         self.widget = urwid.Frame(self.listbox, header=self._column_header)
-        self.rows: dict[Hashable, Row] = {}
+        self.rows = ShownRows(self.walker)
 
     def build(self, snapshot: Snapshot, ctx: ViewContext) -> Iterable[tuple[Hashable, Markup, bool]]:
-        """(key, markup, selectable) of each row, top to bottom."""
+        """(key, markup, selectable) of each row, top to bottom: for short lists; long ones override
+        blocks() instead."""
         raise NotImplementedError
+
+    def blocks(self, snapshot: Snapshot, ctx: ViewContext) -> list[tuple[int, RowKind, object]]:
+        """(count, kind, payload) of each block of rows, top to bottom (see RowKind)."""
+        return [(1, READY, (key, markup, selectable)) for key, markup, selectable in self.build(snapshot, ctx)]
 
     def header(self, ctx: ViewContext) -> Markup:
         return [""]
@@ -328,57 +516,49 @@ class KeyedListView(View):
         elif self.widget.header is not self._column_header:
             self.widget.header = self._column_header
         if snapshot is None:
-            entries = [(("empty",), [("dim", " waiting for the first poll…")], False)]
+            blocks = [(1, READY, (("empty",), [("dim", " waiting for the first poll…")], False))]
         else:
-            entries = list(self.build(snapshot, ctx))
+            blocks = self.blocks(snapshot, ctx)
         focus_key, focus_index = self._focus()
-        new_rows = []
-        for key, markup, selectable in entries:
-            row = self.rows.get(key)
-            if row is None or row.text.selectable() != selectable:
-                row = Row(key, selectable)
-            row.set_markup(markup)
-            new_rows.append(row)
-        old_keys = [row.key for row in self.walker]
-        new_keys = [row.key for row in new_rows]
-        self.rows = {row.key: row for row in new_rows}
-        if old_keys != new_keys:
-            self.walker[:] = new_rows
-            self._restore_focus(focus_key, focus_index, new_keys)
+        self.walker.set_blocks(blocks)
+        self._restore_focus(focus_key, focus_index)
+        self.walker.changed()
 
     def _focus(self) -> tuple[Hashable | None, int | None]:
-        if not self.walker:
+        if not len(self.walker):
             return None, None
         index = self.walker.focus
-        return self.walker[index].key, index
+        return self.walker.key_at(index), index
 
-    def _restore_focus(self, key: Hashable | None, index: int | None, keys: list[Hashable]) -> None:
-        if not keys:
+    def _restore_focus(self, key: Hashable | None, index: int | None) -> None:
+        walker = self.walker
+        if not len(walker):
+            walker.focus = 0
             return
-        if key in self.rows:
-            self.walker.set_focus(keys.index(key))
+        position = walker.find(key, index) if key is not None else None
+        if position is not None:
+            walker.focus = position
             return
         # The selected row went away: select the nearest selectable row at or above where it was.
-        start = min(index or 0, len(keys) - 1)
-        for position in [*range(start, -1, -1), *range(start + 1, len(keys))]:
-            if self.walker[position].selectable():
-                self.walker.set_focus(position)
+        start = min(index or 0, len(walker) - 1)
+        for position in [*range(start, -1, -1), *range(start + 1, len(walker))]:
+            if walker.selectable_at(position):
+                walker.focus = position
                 return
-        self.walker.set_focus(start)  # nothing to select (view 5): keep the place, from the top at first
+        walker.focus = start  # nothing to select (view 5): keep the place, from the top at first
 
     def selection(self) -> Hashable | None:
-        key, _ = self._focus()
-        if key is None or not self.rows[key].selectable():
+        if not len(self.walker) or not self.walker.selectable_at(self.walker.focus):
             return None
-        return key
+        return self.walker.key_at(self.walker.focus)
 
     def select(self, key: Hashable) -> bool:
         """Move the selection to the row with `key`; False when there is none."""
-        for position, row in enumerate(self.walker):
-            if row.key == key:
-                self.walker.set_focus(position)
-                return True
-        return False
+        position = self.walker.find(key)
+        if position is None:
+            return False
+        self.walker.set_focus(position)
+        return True
 
 
 def line(width: int) -> Line:

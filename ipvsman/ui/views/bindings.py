@@ -4,10 +4,12 @@ configuration is compared with the kernel."""
 
 from __future__ import annotations
 
-from ipvsman.model import FORWARD_LABELS, DestKey, Service, Snapshot
+from ipvsman.model import FORWARD_LABELS, DestKey, Service, ServiceKey, Snapshot
 from ipvsman.topology import ConfiguredDest, ConfiguredService
 from ipvsman.ui.views import (
+    READY,
     KeyedListView,
+    RowKind,
     ViewContext,
     dest_state,
     drift_text,
@@ -21,7 +23,7 @@ from ipvsman.ui.views import (
     vip_title,
     weight_markup,
 )
-from ipvsman.ui.widgets import Line, fmt_count, short_origin
+from ipvsman.ui.widgets import Line, Markup, fmt_count, short_origin
 
 # Column widths; the service column fits its labels, the real server column takes what is left.
 SERVICE_MIN, SERVICE_MAX = 8, 17
@@ -52,66 +54,64 @@ class BindingsView(KeyedListView):
             line.gap(1).add("DRIFT", DRIFT - 1)
         return line.markup
 
-    def build(self, snapshot: Snapshot, ctx: ViewContext):
+    def blocks(self, snapshot: Snapshot, ctx: ViewContext):
         missing = missing_by_vip(ctx.drift)
         groups = group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
-            yield ("empty",), [("dim", text)], False
-            return
+            return [(1, READY, (("empty",), [("dim", text)], False))]
         labels = [len(service_label(s.key, ctx.names)) + 1 for _, group in groups for s in group]
         self.service_width = max(SERVICE_MIN, min(SERVICE_MAX, max(labels)))
         self.column_header.set_text(self.header(ctx))
         server_width = max(1, self.width - self._fixed(ctx))
+        vip_rows, service_rows = VipTitleRows(self, ctx), ServiceRows(self, ctx, server_width)
+        report = ctx.drift
+        blocks = []
         for index, (address, services) in enumerate(groups):
-            if index:
-                yield ("gap", address), [""], False
-            held, held_attr = held_markup(address, ctx)
-            title = Line(self.width).add(" ").add(f"{vip_title(address, ctx)}:", 40, "vip").gap(2)
-            yield ("vip", address), title.add(held, title.rest(), held_attr).markup, True
+            blocks.append((1 + (index > 0), vip_rows, (index > 0, address)))
             for service in services:
                 if isinstance(service, ConfiguredService):
-                    line = self._service_cells(service, ctx).add(" MISSING ", None, "drift").gap(1)
-                    where = f" ({short_origin(service.origin)})" if service.origin else ""
-                    line.add(f"configured{where}, not in the kernel", line.rest(), "drift.text")
-                    yield ("missing", service.key), line.markup, True
+                    blocks.append((1, service_rows, (service, (), (), True)))
                     continue
-                yield from self._service_rows(service, ctx, server_width)
+                own = report.for_service(service.key) if report is not None else ()
+                lacking = report.missing_dests.get(service.key, ()) if report is not None else ()
+                head = bool(own) or not (service.dests or lacking)
+                blocks.append((head + len(service.dests) + len(lacking), service_rows, (service, own, lacking, head)))
+        return blocks
+
+    def _configured_row(self, service: ConfiguredService, ctx: ViewContext) -> Markup:
+        line = self._service_cells(service, ctx).add(" MISSING ", None, "drift").gap(1)
+        where = f" ({short_origin(service.origin)})" if service.origin else ""
+        line.add(f"configured{where}, not in the kernel", line.rest(), "drift.text")
+        return line.markup
+
+    def _head_row(self, service: Service, own, ctx: ViewContext) -> Markup:
+        line = self._service_cells(service, ctx)
+        if own:
+            line.add(" DRIFT ", None, "drift").gap(1)
+            line.add("; ".join(drift_text(d, ctx.names) for d in own), line.rest(), "drift.text")
+        else:
+            line.add("no real servers", None, "dim")
+        return line.markup
+
+    def _dest_row(self, service: Service, dest, ctx: ViewContext, server_width: int, first: bool) -> Markup:
+        report = ctx.drift
+        key = service.dest_key(dest)
+        line = self._lead(service, ctx, first)
+        line.col(server_label(key, ctx.names, server_width - 1), server_width)
+        line.col(FORWARD_LABELS.get(dest.forward, dest.forward), FORWARD)
+        word, attr = dest_state(key, dest, ctx)
+        line.col(word, STATE, attr)
+        line.col(fmt_count(dest.active_conns), ACTIVE, align=">")
+        line.col(fmt_count(dest.inactive_conns), INACTIVE, align=">")
+        weight, weight_attr = weight_markup(key, dest, ctx)
+        line.add(weight, WEIGHT, weight_attr, align=">")
+        self._drift_cell(line, report.kinds(key) if report is not None else None)
+        return line.markup
 
     def _service_cells(self, service: Service | ConfiguredService, ctx: ViewContext) -> Line:
         line = Line(self.width).add("  ").col(service_label(service.key, ctx.names), self.service_width, "service")
         return line.col(service.scheduler, SCHED).add("-> ", ARROW)
-
-    def _service_rows(self, service: Service, ctx: ViewContext, server_width: int):
-        report = ctx.drift
-        own = report.for_service(service.key) if report is not None else ()
-        missing = report.missing_dests.get(service.key, ()) if report is not None else ()
-        if own or not (service.dests or missing):
-            line = self._service_cells(service, ctx)
-            if own:
-                line.add(" DRIFT ", None, "drift").gap(1)
-                line.add("; ".join(drift_text(d, ctx.names) for d in own), line.rest(), "drift.text")
-            else:
-                line.add("no real servers", None, "dim")
-            yield service.key, line.markup, True
-        first = not own
-        for dest in service.dests:
-            key = service.dest_key(dest)
-            line = self._lead(service, ctx, first)
-            first = False
-            line.col(server_label(key, ctx.names, server_width - 1), server_width)
-            line.col(FORWARD_LABELS.get(dest.forward, dest.forward), FORWARD)
-            word, attr = dest_state(key, dest, ctx)
-            line.col(word, STATE, attr)
-            line.col(fmt_count(dest.active_conns), ACTIVE, align=">")
-            line.col(fmt_count(dest.inactive_conns), INACTIVE, align=">")
-            weight, weight_attr = weight_markup(key, dest, ctx)
-            line.add(weight, WEIGHT, weight_attr, align=">")
-            self._drift_cell(line, report.kinds(key) if report is not None else None)
-            yield key, line.markup, True
-        for configured in missing:
-            yield self._missing_dest_row(service, configured, ctx, server_width, first)
-            first = False
 
     def _lead(self, service: Service, ctx: ViewContext, first: bool) -> Line:
         """The service and scheduler cells on a service's first row, blank under it."""
@@ -127,7 +127,7 @@ class BindingsView(KeyedListView):
         line.col("absent", STATE, "dim").col("", ACTIVE).col("", INACTIVE)
         line.add(str(dest.weight), WEIGHT, "dim", align=">")
         self._drift_cell(line, {"missing"})
-        return ("missing", key), line.markup, True
+        return line.markup
 
     @staticmethod
     def _drift_cell(line: Line, kinds) -> None:
@@ -136,3 +136,84 @@ class BindingsView(KeyedListView):
         line.gap(1)
         if kinds:
             line.add(drift_words(kinds), DRIFT - 1, "drift")
+
+
+class VipTitleRows(RowKind):
+    """A VIP's title in view 2, after a blank line but for the first VIP; payload (gap, address)."""
+
+    def __init__(self, view: BindingsView, ctx: ViewContext):
+        self.view, self.ctx = view, ctx
+
+    def key(self, payload, offset):
+        gap, address = payload
+        return ("gap", address) if offset < gap else ("vip", address)
+
+    def selectable(self, payload, offset):
+        return offset >= payload[0]
+
+    def markup(self, payload, offset):
+        gap, address = payload
+        if offset < gap:
+            return [""]
+        held, held_attr = held_markup(address, self.ctx)
+        title = Line(self.view.width).add(" ").add(f"{vip_title(address, self.ctx)}:", 40, "vip").gap(2)
+        return title.add(held, title.rest(), held_attr).markup
+
+
+class ServiceRows(RowKind):
+    """A service in view 2 and its real servers, a row each. Payload (service, own drifts, configured
+    servers the kernel lacks, head): head is a row for the service itself (its drift, or that it has
+    no real servers); a configured service the kernel lacks is (configured, (), (), True)."""
+
+    def __init__(self, view: BindingsView, ctx: ViewContext, server_width: int):
+        self.view, self.ctx, self.server_width = view, ctx, server_width
+
+    def key(self, payload, offset):
+        service, own, lacking, head = payload
+        if isinstance(service, ConfiguredService):
+            return ("missing", service.key)
+        if offset < head:
+            return service.key
+        offset -= head
+        if offset < len(service.dests):
+            return service.dest_key(service.dests[offset])
+        configured = lacking[offset - len(service.dests)]
+        return ("missing", DestKey(service.key, configured.address, configured.port))
+
+    def markup(self, payload, offset):
+        service, own, lacking, head = payload
+        view, ctx = self.view, self.ctx
+        if isinstance(service, ConfiguredService):
+            return view._configured_row(service, ctx)
+        if offset < head:
+            return view._head_row(service, own, ctx)
+        offset -= head
+        first = offset == 0 and not own
+        if offset < len(service.dests):
+            return view._dest_row(service, service.dests[offset], ctx, self.server_width, first)
+        configured = lacking[offset - len(service.dests)]
+        return view._missing_dest_row(service, configured, ctx, self.server_width, first)
+
+    def find(self, payload, count, key):
+        service, own, lacking, head = payload
+        if isinstance(key, tuple) and len(key) == 2 and key[0] == "missing":
+            missing, key = True, key[1]
+        else:
+            missing = False
+        if isinstance(key, ServiceKey):
+            if key != service.key:
+                return None
+            if isinstance(service, ConfiguredService):
+                return 0 if missing else None
+            return 0 if head and not missing else None
+        if not isinstance(key, DestKey) or isinstance(service, ConfiguredService) or key.service != service.key:
+            return None
+        if missing:
+            for index, configured in enumerate(lacking):
+                if configured.address == key.address and configured.port == key.port:
+                    return head + len(service.dests) + index
+            return None
+        for index, dest in enumerate(service.dests):
+            if dest.address == key.address and dest.port == key.port:
+                return head + index
+        return None

@@ -6,7 +6,9 @@ from __future__ import annotations
 from ipvsman.model import FORWARD_LABELS, Dest, DestKey, Service, Snapshot
 from ipvsman.topology import ConfiguredDest
 from ipvsman.ui.views import (
+    READY,
     KeyedListView,
+    RowKind,
     ViewContext,
     address_sort_key,
     connection_total,
@@ -29,38 +31,51 @@ class RealServersView(KeyedListView):
     context = "servers"
     filters_drift = True
 
+    def __init__(self):
+        super().__init__()
+        self._addresses: set[str] = set()  # the real server addresses _order was sorted from
+        self._order: list[str] = []
+
     def header(self, ctx: ViewContext):
         width = self.width
         return Line(width).add(" REAL SERVER / VIRTUAL SERVICE", width - 14).add("CONNECTIONS", 13, align=">").markup
 
-    def build(self, snapshot: Snapshot, ctx: ViewContext):
+    def blocks(self, snapshot: Snapshot, ctx: ViewContext):
         report = ctx.drift
         drift_only = ctx.drift_only and report is not None
+        # Each real server address with (service, dest) of every service it serves, in service order:
+        # the one pass over all real servers, with no key made unless the drift filter needs it.
         servers: dict[str, list[tuple[Service, Dest | ConfiguredDest]]] = {}
         for service in sorted(snapshot.services, key=lambda s: service_sort_key(s.key)):
-            entries = list(service.dests)
+            entries = service.dests
             if report is not None:
-                entries += report.missing_dests.get(service.key, ())
+                entries = entries + tuple(report.missing_dests.get(service.key, ()))
             for dest in entries:
-                key = DestKey(service.key, dest.address, dest.port)
-                if drift_only and not report.kinds(key):
+                if drift_only and not report.kinds(DestKey(service.key, dest.address, dest.port)):
                     continue
-                servers.setdefault(dest.address, []).append((service, dest))
+                found = servers.get(dest.address)
+                if found is None:
+                    servers[dest.address] = [(service, dest)]
+                else:
+                    found.append((service, dest))
         if not servers:
             text = " no real server drifts" if drift_only else " no real servers"
-            yield ("empty",), [("dim", text)], False
-            return
-        for index, address in enumerate(sorted(servers, key=address_sort_key)):
-            entries = servers[address]
-            if index:
-                yield ("gap", address), [""], False
-            yield ("rs", address), self._server_line(address, entries, snapshot, ctx), True
-            for service, dest in entries:
-                key = DestKey(service.key, dest.address, dest.port)
-                if isinstance(dest, ConfiguredDest):
-                    yield ("missing", key), self._missing_line(key, dest, ctx), True
-                else:
-                    yield key, self._service_lines(service, dest, snapshot, ctx), True
+            return [(1, READY, (("empty",), [("dim", text)], False))]
+        order = self._address_order(servers)
+        kind = ServerRows(self, snapshot, ctx, servers[order[0]])
+        # One block a real server address: a blank line before all but the first, its line, a row a
+        # service. The payload is the address's list alone (one tuple fewer a block to allocate).
+        blocks = [(len(entries) + 2, kind, entries) for entries in map(servers.__getitem__, order)]
+        blocks[0] = (blocks[0][0] - 1, kind, blocks[0][2])
+        return blocks
+
+    def _address_order(self, servers: dict) -> list[str]:
+        """The addresses in address order; the same as last time when the set of addresses is (a set
+        comparison, much cheaper than sorting 100,000 addresses again on every poll)."""
+        if servers.keys() != self._addresses:
+            self._addresses = set(servers)
+            self._order = sorted(servers, key=address_sort_key)
+        return self._order
 
     def _counts(self, service: Service, dest: Dest, snapshot: Snapshot, ctx: ViewContext):
         return snapshot.dest_states.get(service.dest_key(dest)) if ctx.read_connections else None
@@ -109,3 +124,57 @@ class RealServersView(KeyedListView):
         line = self._lead(key, ctx, "dim").add("weight ", None, "dim").add(str(dest.weight), 9, "dim")
         line.add(FORWARD_LABELS.get(dest.forward, dest.forward), 7, "dim")
         return line.add(" MISSING ", None, "drift").markup
+
+
+class ServerRows(RowKind):
+    """The rows of one real server address in view 3; payload [(service, dest)...] of that address
+    (a dest is a ConfiguredDest where the kernel lacks the server); a blank line first but for the
+    first address's block."""
+
+    def __init__(self, view: RealServersView, snapshot: Snapshot, ctx: ViewContext, first: list):
+        self.view, self.snapshot, self.ctx, self.first = view, snapshot, ctx, first
+
+    def _unpack(self, entries: list) -> tuple[int, str, list]:
+        return (entries is not self.first), entries[0][1].address, entries
+
+    def key(self, payload, offset):
+        gap, address, entries = self._unpack(payload)
+        if offset < gap:
+            return ("gap", address)
+        if offset == gap:
+            return ("rs", address)
+        service, dest = entries[offset - gap - 1]
+        key = DestKey(service.key, dest.address, dest.port)
+        return ("missing", key) if isinstance(dest, ConfiguredDest) else key
+
+    def selectable(self, payload, offset):
+        return offset >= (payload is not self.first)
+
+    def markup(self, payload, offset):
+        gap, address, entries = self._unpack(payload)
+        view, ctx = self.view, self.ctx
+        if offset < gap:
+            return [""]
+        if offset == gap:
+            return view._server_line(address, entries, self.snapshot, ctx)
+        service, dest = entries[offset - gap - 1]
+        key = DestKey(service.key, dest.address, dest.port)
+        if isinstance(dest, ConfiguredDest):
+            return view._missing_line(key, dest, ctx)
+        return view._service_lines(service, dest, self.snapshot, ctx)
+
+    def find(self, payload, count, key):
+        gap, address, entries = self._unpack(payload)
+        if isinstance(key, tuple) and len(key) == 2 and key[0] in ("gap", "rs"):
+            if key[1] != address or (key[0] == "gap" and not gap):
+                return None
+            return 0 if key[0] == "gap" else gap
+        missing = isinstance(key, tuple) and len(key) == 2 and key[0] == "missing"
+        if missing:
+            key = key[1]
+        if not isinstance(key, DestKey) or key.address != address:
+            return None
+        for index, (service, dest) in enumerate(entries):
+            if dest.port == key.port and service.key == key.service and isinstance(dest, ConfiguredDest) == missing:
+                return gap + 1 + index
+        return None

@@ -3,10 +3,12 @@ and its services, with a DRIFT line under each service the configuration disagre
 
 from __future__ import annotations
 
-from ipvsman.model import SCHEDULER_NAMES, Service, Snapshot
+from ipvsman.model import SCHEDULER_NAMES, Service, ServiceKey, Snapshot
 from ipvsman.topology import ConfiguredService
 from ipvsman.ui.views import (
+    READY,
     KeyedListView,
+    RowKind,
     ViewContext,
     connection_total,
     drift_text,
@@ -43,26 +45,19 @@ class VirtualServersView(KeyedListView):
         width = self.width
         return Line(width).add(" VIRTUAL SERVER / SERVICE", width - 14).add("CONNECTIONS", 13, align=">").markup
 
-    def build(self, snapshot: Snapshot, ctx: ViewContext):
+    def blocks(self, snapshot: Snapshot, ctx: ViewContext):
         missing = missing_by_vip(ctx.drift)
         services = shown_services(snapshot, ctx) + [s for group in missing.values() for s in group]
         groups = group_by_vip(services)
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
-            yield ("empty",), [("dim", text)], False
-            return
+            return [(1, READY, (("empty",), [("dim", text)], False))]
         self._labels = {s.key: self._label(s.key, ctx) for _, group in groups for s in group}
         self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
-        for index, (address, group) in enumerate(groups):
-            if index:
-                yield ("gap", address), [""], False
-            kernel = [s for s in group if isinstance(s, Service)]
-            yield ("vip", address), self._vip_line(address, kernel, snapshot, ctx), True
-            for service in group:
-                if isinstance(service, ConfiguredService):
-                    yield ("missing", service.key), self._missing_line(service, ctx), True
-                else:
-                    yield service.key, self._service_lines(service, snapshot, ctx), True
+        kind = VipRows(self, snapshot, ctx)
+        # One block a VIP: a blank line before all but the first, its title, a row a service.
+        return [(len(group) + 1 + (index > 0), kind, (index > 0, address, group)) for index, (address, group) in
+                enumerate(groups)]  # fmt: skip
 
     @staticmethod
     def _label(key, ctx: ViewContext) -> str:
@@ -118,3 +113,53 @@ class VirtualServersView(KeyedListView):
         where = f" ({short_origin(service.origin)})" if service.origin else ""
         text = f"configured{where}: {service.scheduler}, {servers}; not in the kernel"
         return line.add(text, line.rest(), "drift.text").markup
+
+
+class VipRows(RowKind):
+    """The rows of one VIP in view 1; payload (gap, address, services), gap: a blank line first."""
+
+    def __init__(self, view: VirtualServersView, snapshot: Snapshot, ctx: ViewContext):
+        self.view, self.snapshot, self.ctx = view, snapshot, ctx
+
+    def key(self, payload, offset):
+        gap, address, services = payload
+        if offset < gap:
+            return ("gap", address)
+        if offset == gap:
+            return ("vip", address)
+        service = services[offset - gap - 1]
+        return ("missing", service.key) if isinstance(service, ConfiguredService) else service.key
+
+    def selectable(self, payload, offset):
+        return offset >= payload[0]
+
+    def markup(self, payload, offset):
+        gap, address, services = payload
+        if offset < gap:
+            return [""]
+        if offset == gap:
+            kernel = [s for s in services if isinstance(s, Service)]
+            return self.view._vip_line(address, kernel, self.snapshot, self.ctx)
+        service = services[offset - gap - 1]
+        if isinstance(service, ConfiguredService):
+            return self.view._missing_line(service, self.ctx)
+        return self.view._service_lines(service, self.snapshot, self.ctx)
+
+    def find(self, payload, count, key):
+        gap, address, services = payload
+        if isinstance(key, ServiceKey):
+            wanted, missing = key, False
+        elif isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], ServiceKey) and key[0] == "missing":
+            wanted, missing = key[1], True
+        elif isinstance(key, tuple) and len(key) == 2 and key[0] in ("gap", "vip"):
+            if key[1] != address or (key[0] == "gap" and not gap):
+                return None
+            return 0 if key[0] == "gap" else gap
+        else:
+            return None
+        if wanted.address != address:
+            return None
+        for index, service in enumerate(services):
+            if service.key == wanted and isinstance(service, ConfiguredService) == missing:
+                return gap + 1 + index
+        return None
