@@ -63,7 +63,7 @@ while True:
 """
 
 CLIENT = r"""
-import json, socket, sys, time
+import json, os, socket, sys, time
 out, plan = sys.argv[1], json.loads(sys.argv[2])
 held, ports = [], []
 for host, port, count, kind in plan:
@@ -79,7 +79,9 @@ for host, port, count, kind in plan:
             for n in range(3):  # the master daemon syncs a connection at its 3rd incoming packet
                 s.sendall(b"hello%d\n" % n); s.recv(100); time.sleep(0.01)
         held.append(s); ports.append([kind, host, port, s.getsockname()[1]])
-open(out, "w").write(json.dumps(ports))
+with open(out + ".part", "w") as part:  # renamed when complete: the test polls for `out`
+    part.write(json.dumps(ports))
+os.replace(out + ".part", out)
 while True:
     time.sleep(3600)
 """
