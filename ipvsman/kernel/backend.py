@@ -16,6 +16,7 @@ from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 from ipvsman import model
 from ipvsman.backend import Backend, BackendError, IpvsUnavailable, NotPermitted
 from ipvsman.kernel import netlink, netns, procfs
+from ipvsman.kernel.fastdecode import FastDecoder
 
 CAP_NET_ADMIN = 12
 
@@ -67,12 +68,13 @@ class KernelBackend(Backend):
     with `netns` the thread (only) enters that network namespace until close().
     Without CAP_NET_ADMIN every IPVS netlink request is refused; poll() then still returns
     the connection table (world-readable in /proc) with a warning. `decoder` turns netlink
-    messages into model values: netlink.NlaDecoder, or any class with the same methods.
+    messages into model values: fastdecode.FastDecoder (struct-based, the default),
+    netlink.NlaDecoder (pyroute2's own decoding), or any class with the same methods.
     """
 
     name = "kernel"
 
-    def __init__(self, netns: str | None = None, read_only: bool = False, decoder=netlink.NlaDecoder):
+    def __init__(self, netns: str | None = None, read_only: bool = False, decoder=FastDecoder):
         self.netns = netns
         self.read_only = read_only
         self._decoder = decoder

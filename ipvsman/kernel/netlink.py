@@ -6,7 +6,9 @@ it frames requests, follows sequence numbers, collects dumps and decodes attribu
 classes defined here. `NlaDecoder` is the one place that turns a decoded message into a model
 value; a faster decoder can replace it without touching the transport or the backend, as long as
 its `message` factory returns objects pyroute2's socket can read the netlink header from
-(`msg["header"]` with type, flags, sequence_number and error).
+(`msg["header"]` with type, flags, sequence_number and error). A decoder also makes the one
+request sent per service (`dest_dump_request`) and may bring its own pyroute2 Marshal class
+(`marshal`); fastdecode.FastDecoder, the backend's default, does both.
 
 pyroute2's own IPVS classes (pyroute2.netlink.generic.ipvs, pyroute2.ipvs) are not used: they
 decode IPVS_CMD_ATTR_DAEMON as hex, have no GET_INFO / GET_CONFIG / GET_DAEMON, map "update" to
@@ -417,6 +419,11 @@ def _nest(msg, name: str, skipped) -> dict:
     return _attributes(slot.value, skipped)
 
 
+def dest_dump_request(key: model.ServiceKey) -> ipvs_message:
+    """IPVS_CMD_GET_DEST for one service, encoded by pyroute2's nla classes."""
+    return request_message(CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", service_key_attrs(key))])
+
+
 class NlaDecoder:
     """Turns messages decoded by the nla classes above into model values.
 
@@ -425,6 +432,7 @@ class NlaDecoder:
     """
 
     message = staticmethod(message_for)
+    dest_dump_request = staticmethod(dest_dump_request)
 
     @staticmethod
     def info(msg) -> model.IpvsInfo:
@@ -649,14 +657,25 @@ class AsyncIpvsSocket(AsyncGenericNetlinkSocket):
     # A missing family is reported by the backend as IpvsUnavailable; pyroute2 would also log it.
     module_err_level = "debug"
 
-    async def request(self, command: int, attrs=(), flags: int = GET) -> list:
-        response = await self.nlm_request(request_message(command, attrs), msg_type=self.prid, msg_flags=flags)
-        return [msg async for msg in response]
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # pyroute2's sequence number pool walks a list of 255 banned numbers on every request,
+        # a tenth of a poll's time at 1,000 services; see fastdecode.SequenceNumbers.
+        from ipvsman.kernel.fastdecode import SequenceNumbers
+
+        self.addr_pool = SequenceNumbers()
+
+    async def request(self, command: int, attrs=(), flags: int = GET, message=None) -> list:
+        """The replies to one request (made from command and attrs unless `message` is given)."""
+        message = request_message(command, attrs) if message is None else message
+        response = await self.nlm_request(message, msg_type=self.prid, msg_flags=flags)
+        # A batching marshal (fastdecode.BatchMarshal) hands over a datagram's messages at once.
+        return [msg async for item in response for msg in getattr(item, "messages", (item,))]
 
     async def read_dests(self, decoder, key: model.ServiceKey, skipped) -> list[model.Dest] | None:
         """A service's real servers, or None when the service vanished since it was listed."""
         try:
-            messages = await self.request(CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", service_key_attrs(key))], DUMP)
+            messages = await self.request(CMD_GET_DEST, flags=DUMP, message=decoder.dest_dump_request(key))
         except NetlinkError as exc:
             if exc.code in VANISHED_ERRORS:
                 return None
@@ -687,7 +706,7 @@ class AsyncIpvsSocket(AsyncGenericNetlinkSocket):
         )
 
     async def read_dest_configs(self, decoder, key: model.ServiceKey) -> list[DestConfig]:
-        messages = await self.request(CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", service_key_attrs(key))], DUMP)
+        messages = await self.request(CMD_GET_DEST, flags=DUMP, message=decoder.dest_dump_request(key))
         configs = [decoder.dest_config(msg, key.af) for msg in messages]
         return [config for config in configs if config is not None]
 
@@ -701,9 +720,12 @@ class IpvsSocket(GenericNetlinkSocket):
 
     async_class = AsyncIpvsSocket
 
-    def __init__(self, decoder=NlaDecoder):
-        super().__init__()
+    def __init__(self, decoder=NlaDecoder, **socket_options):
+        super().__init__(**socket_options)
         self.decoder = decoder
+        marshal = getattr(decoder, "marshal", None)
+        if marshal is not None:
+            self.asyncore.set_marshal(marshal())
 
     def open_family(self) -> None:
         """Look up the IPVS family; NetlinkError ENOENT when the ip_vs module is not loaded."""

@@ -1,0 +1,201 @@
+"""Benchmark 3, watching cost: CPU of the ipvsman dashboard refreshing every second against `watch -n1 ipvsadm`.
+
+Both run for real on a pseudo-terminal of 200x60 in the director's namespace: `ipvsman --netns`
+(poller, views, screen output; numeric, like ipvsadm -n) and `watch -n1 ipvsadm -Ln --stats`.
+The window starts at each one's first full refresh, so ipvsman's Python start-up is not counted,
+and lasts the same number of seconds for both. CPU is user + system of the process and of the
+children it reaped (watch's shells and ipvsadm runs), read from /proc through psutil.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from ipvsman.bench import Figure, Report, at_most
+from ipvsman.bench.director import Director
+
+COLS, ROWS = 200, 60
+START_TIMEOUT = 600.0  # seconds for the first refresh; ipvsman's imports alone take ~20 s in the guest
+POLL_NUMBER = re.compile(rb"poll #(\d+)")
+ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[=>78])")
+
+
+class PtyProcess:
+    """A command on its own pseudo-terminal; what it writes is read (and mostly thrown away) by a thread."""
+
+    def __init__(self, argv: list[str], env: dict | None = None):
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                                     close_fds=True)  # fmt: skip
+        os.close(slave)
+        self.master = master
+        self.tail = b""
+        self.lock = threading.Lock()
+        self.events: list[tuple[float, bytes]] = []  # (time, matched text) of what `watch_for` looks for
+        self.patterns: list[re.Pattern] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            with self.lock:
+                text = self.tail + chunk
+                for pattern in self.patterns:
+                    for match in pattern.finditer(text):
+                        self.events.append((now, match.group(0)))
+                self.tail = text[-4096:]
+
+    def watch_for(self, pattern: re.Pattern) -> None:
+        with self.lock:
+            self.patterns.append(pattern)
+
+    def wait_for(self, pattern: re.Pattern, timeout: float) -> float | None:
+        """The time `pattern` first showed up (it must have been passed to watch_for)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for when, text in self.events:
+                    if pattern.search(text):
+                        return when
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.1)
+        return None
+
+    def screen_text(self) -> str:
+        with self.lock:
+            return ESCAPES.sub(b"", self.tail).decode("utf-8", "replace")[-600:]
+
+    def cpu_seconds(self) -> float:
+        """User + system time of the process and of the children it has waited for."""
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        os.close(self.master)
+        self.reader.join(timeout=5)
+
+
+def terminal_env() -> dict:
+    env = dict(os.environ)
+    env["TERM"] = "xterm-256color"
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH", "")]))
+    return env
+
+
+def watch_ipvsman(director: Director, seconds: float, log=print) -> dict:
+    audit = tempfile.NamedTemporaryFile(prefix="ipvsman-bench-audit-", delete=False)
+    audit.close()
+    argv = [sys.executable, "-m", "ipvsman", "--netns", director.netns.name, "--no-resolve", "--interval", "1",
+            "--audit-log", audit.name]  # fmt: skip
+    process = PtyProcess(argv, terminal_env())
+    process.watch_for(POLL_NUMBER)
+    try:
+        started = process.wait_for(POLL_NUMBER, START_TIMEOUT)
+        if started is None:
+            raise RuntimeError(f"ipvsman showed no poll within {START_TIMEOUT:.0f} s; screen: {process.screen_text()!r}")
+        cpu_before = process.cpu_seconds()
+        first = _last_poll_number(process)
+        time.sleep(max(0.0, started + seconds - time.monotonic()))
+        cpu = process.cpu_seconds() - cpu_before
+        last = _last_poll_number(process)
+        return {"cpu": cpu, "refreshes": last - first, "seconds": seconds}
+    finally:
+        process.close()
+        os.unlink(audit.name)
+
+
+def _last_poll_number(process: PtyProcess) -> int:
+    with process.lock:
+        numbers = [int(POLL_NUMBER.match(text).group(1)) for _, text in process.events if POLL_NUMBER.match(text)]
+    return max(numbers, default=0)
+
+
+def watch_ipvsadm(director: Director, seconds: float) -> dict:
+    """`watch -n1 ipvsadm -Ln --stats`: refreshes are counted as the ipvsadm processes it starts."""
+    argv = director.netns.exec_argv(["watch", "-n1", "ipvsadm", "-Ln", "--stats"])
+    listing = re.compile(rb"Prot LocalAddress")
+    process = PtyProcess(argv, terminal_env())
+    process.watch_for(listing)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def count_runs():
+        while not stop.is_set():
+            try:
+                for child in psutil.Process(process.proc.pid).children(recursive=True):
+                    try:
+                        if child.name() == "ipvsadm":
+                            seen.add(child.pid)
+                    except psutil.NoSuchProcess:
+                        pass
+            except psutil.NoSuchProcess:
+                return
+            stop.wait(0.1)
+
+    try:
+        started = process.wait_for(listing, START_TIMEOUT)
+        if started is None:
+            raise RuntimeError(f"watch showed no listing within {START_TIMEOUT:.0f} s; screen: {process.screen_text()!r}")
+        counter = threading.Thread(target=count_runs, daemon=True)
+        counter.start()
+        cpu_before = process.cpu_seconds()
+        time.sleep(max(0.0, started + seconds - time.monotonic()))
+        cpu = process.cpu_seconds() - cpu_before
+        stop.set()
+        counter.join()
+        return {"cpu": cpu, "refreshes": len(seen), "seconds": seconds}
+    finally:
+        stop.set()
+        process.close()
+
+
+def run(director: Director, seconds: float, log=print) -> Report:
+    report = Report()
+    ours = watch_ipvsman(director, seconds, log)
+    log(f"watch: ipvsman {ours}")
+    theirs = watch_ipvsadm(director, seconds)
+    log(f"watch: watch ipvsadm {theirs}")
+    scale = f"{director.services:,} x {director.dests}"
+    report.figures.append(
+        Figure("watch", f"CPU over {seconds:g} s refreshing every second, {scale}", ours["cpu"], "CPU s", theirs["cpu"],
+               "watch -n1 ipvsadm -Ln --stats", "<= the watch loop", at_most(ours["cpu"], theirs["cpu"]),
+               note=f"{ours['refreshes']} vs {theirs['refreshes']} refreshes")  # fmt: skip
+    )
+    per_ours = ours["cpu"] / ours["refreshes"] if ours["refreshes"] else None
+    per_theirs = theirs["cpu"] / theirs["refreshes"] if theirs["refreshes"] else None
+    report.figures.append(Figure("watch", f"CPU per refresh, {scale}", per_ours, "CPU s", per_theirs,
+                                 "watch -n1 ipvsadm -Ln --stats"))  # fmt: skip
+    return report

@@ -1,0 +1,164 @@
+"""The benchmark code paths at tiny sizes: well-formed reports, tables and JSON (nothing is timed here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from ipvsman import model
+from ipvsman.bench import Figure, Growth, Report, render
+from ipvsman.bench import __main__ as bench_main
+from ipvsman.bench import conns, director, poll, screen, watch
+from ipvsman.sync import protocol
+
+
+def sample_report() -> Report:
+    report = Report(environment={"kernel": "6.1"})
+    report.figures.append(Figure("poll", "full poll", 3.0, "s", 2.0, "ipvsadm -Ln", "<= 2x ipvsadm", True))
+    report.figures.append(Figure("conns", "peak RSS", 120.0, "MB", target="< 150 MB", met=True))
+    growth = Growth("poll", "poll by services", "services", "s", ["ipvsman", "ipvsadm"])
+    growth.add(10, ipvsman=0.01, ipvsadm=0.02)
+    growth.add(1000, ipvsman=1.0, ipvsadm=None)
+    report.growth.append(growth)
+    report.notes.append("a note")
+    return report
+
+
+def test_a_report_renders_as_a_table_with_ratios_and_growth():
+    text = render(sample_report())
+    lines = text.splitlines()
+    assert "kernel: 6.1" in lines
+    poll_row = next(line for line in lines if line.startswith("poll "))
+    assert "3.000 s" in poll_row and "2.000 s" in poll_row and "1.50x" in poll_row and poll_row.endswith("yes")
+    assert re.search(r"conns\s+peak RSS\s+120\.0 MB\s+-\s+-\s+< 150 MB\s+yes", text)
+    growth_at = lines.index("Growth: poll by services")
+    assert lines[growth_at + 1].split() == ["services", "ipvsman", "s", "per", "item", "us", "ipvsadm", "s", "per",
+                                            "item", "us"]  # fmt: skip
+    assert lines[growth_at + 3].split() == ["10", "0.010", "1,000", "0.020", "2,000"]
+    assert lines[growth_at + 4].split() == ["1,000", "1.000", "1,000", "-", "-"]
+    assert "ipvsman: per-item cost x1.00 over the last step" in text
+    assert lines[-1] == "- a note"
+
+
+def test_a_report_survives_json():
+    report = sample_report()
+    data = json.loads(report.dumps())
+    assert data["figures"][0]["ratio"] == 1.5
+    assert data["growth"][0]["rows"][1] == {"size": 1000, "ipvsman": 1.0, "ipvsadm": None}
+    again = Report.from_json(data)
+    assert render(again) == render(report)
+
+
+def test_growth_linearity_compares_the_last_two_per_item_costs():
+    growth = Growth("x", "t", "items", "s", ["a"])
+    for size, seconds in ((10, 1.0), (100, 2.0), (1000, 40.0)):
+        growth.add(size, a=seconds)
+    assert growth.per_item("a") == [0.1, 0.02, 0.04]
+    assert growth.linearity("a") == pytest.approx(2.0)
+
+
+def test_the_director_rules_are_ipvsadm_restore_input():
+    text = director.rules(0, 3, 2)
+    lines = text.splitlines()
+    assert lines[0] == "-A -t 10.10.0.1:80 -s wlc"
+    assert lines[1] == "-a -t 10.10.0.1:80 -r 172.16.0.1:8080 -m -w 1"
+    assert len(lines) == 3 * 3
+    assert len({director.vip(index) for index in range(10_000)}) == 10_000
+    assert len({director.rip(number) for number in range(100_000)}) == 100_000
+    assert director.rules(3, 3, 2) == "\n"
+
+
+def test_synthetic_connections_survive_the_sync_encoding_and_the_saved_file(tmp_path):
+    table = conns.synthetic_connections(300, services=7, dests=3)
+    assert len({(c.client, c.client_port) for c in table}) == 300
+    assert {c.virtual for c in table} == {director.vip(index) for index in range(7)}
+    messages = conns.encode_messages(300, services=7, dests=3)
+    path = tmp_path / "messages.bin"
+    conns.save_messages(path, messages)
+    loaded = conns.load_messages(path)
+    assert loaded == messages and sum(m.count for m in loaded) == 300
+    decoded = [protocol.to_connection(entry) for m in loaded for entry in protocol.decode_message(m.data).conns]
+    assert [(c.client, c.client_port, c.virtual, c.dest, c.state) for c in decoded] == [
+        (c.client, c.client_port, c.virtual, c.dest, c.state) for c in table
+    ]
+
+
+def test_a_poll_that_saw_too_little_is_refused():
+    key = model.ServiceKey("inet", "tcp", "10.10.0.1", 80)
+    snapshot = model.Snapshot(1, 0.0, 0.1, "kernel", True,
+                              model.RawState(services=(model.Service(key, "wlc", dests=(model.Dest("1.1.1.1", 80, "masq", 1),)),)))  # fmt: skip
+    poll.check_snapshot(snapshot, 1, 1)
+    with pytest.raises(RuntimeError, match="saw 1 services and 1 real servers, expected 1 and 2"):
+        poll.check_snapshot(snapshot, 1, 2)
+
+
+def test_a_command_on_a_pseudo_terminal_is_watched_and_stopped():
+    script = "printf 'poll #1 '; sleep 0.3; printf 'poll #2 '; sleep 30"
+    process = watch.PtyProcess(["sh", "-c", script], watch.terminal_env())
+    process.watch_for(watch.POLL_NUMBER)
+    try:
+        assert process.wait_for(watch.POLL_NUMBER, 10) is not None
+        process.wait_for(re.compile(rb"poll #2"), 10)
+        assert watch._last_poll_number(process) == 2
+        assert process.cpu_seconds() >= 0
+        assert "poll #2" in process.screen_text()
+    finally:
+        process.close()
+    assert process.proc.poll() is not None
+
+
+def test_the_screen_benchmark_at_a_tiny_size():
+    report = screen.run((12, 2, 60), [4, 8], [30, 60], busy=0.05, presses=4, log=lambda message: None)
+    views = ("virtual", "bindings", "realservers", "connections", "sync")
+    labels = [figure.label for figure in report.figures]
+    for view in views:
+        assert sum(label.startswith(f"{view} view:") for label in labels) == 3
+    assert all(figure.value is not None and figure.value > 0 for figure in report.figures if figure.label[0] != "k")
+    in_flight = report.figures[-1]
+    assert in_flight.label.startswith("key to frame while a poll is in flight")
+    assert [growth.size_label for growth in report.growth] == ["services", "connections"]
+    assert all(len(growth.rows) == 2 for growth in report.growth)
+    assert "Growth: frame after a new snapshot, by services" in render(report)
+
+
+def test_the_command_line_runs_the_screen_benchmark_and_prints_json(monkeypatch, capsys):
+    tiny = bench_main.Plan(screen_headline=(6, 2, 40), screen_services=[3], screen_connections=[20], busy_seconds=0.02,
+                           presses=2)  # fmt: skip
+    monkeypatch.setattr(bench_main, "quick_plan", lambda: tiny)
+    assert bench_main.main(["--quick", "--json", "screen"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["environment"]["command"] == "python -m ipvsman.bench --quick --json screen"
+    assert {figure["benchmark"] for figure in data["figures"]} == {"screen"}
+
+
+def test_an_unknown_benchmark_is_one_clear_line(capsys):
+    with pytest.raises(SystemExit):
+        bench_main.main(["pol"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("unknown benchmark 'pol': choose from poll, conns, watch, screen")
+
+
+def test_the_guest_gets_the_kernel_part_and_its_results_come_back(monkeypatch, tmp_path):
+    """Without IPVS here, the kernel part is one guest command whose JSON is read back."""
+    seen = {}
+
+    def fake_run_in_guest(command, rwdir, **kwargs):
+        seen["command"] = command
+        results = re.search(r"--kernel-part (\S+)", command).group(1)
+        report = Report(environment={"kernel": "guest"})
+        report.figures.append(Figure("poll", "full poll", 1.0, "s", 1.0))
+        with open(results, "w") as out:
+            out.write(report.dumps())
+        return bench_main.guest.GuestRun(0, "")
+
+    monkeypatch.setattr(bench_main.guest, "in_guest", lambda: False)
+    monkeypatch.setattr(bench_main.guest, "host_has_ipvs", lambda: False)
+    monkeypatch.setattr(bench_main.guest, "check_guest_tools", lambda: None)
+    monkeypatch.setattr(bench_main.guest, "run_in_guest", fake_run_in_guest)
+    report = bench_main.run_kernel(["poll"], bench_main.quick_plan(), quick=True)
+    assert seen["command"].startswith(f"{sys.executable} -m ipvsman.bench --kernel-part ")
+    assert seen["command"].endswith(" --quick poll")
+    assert report.environment == {"kernel": "guest"} and report.figures[0].label == "full poll"

@@ -1,0 +1,586 @@
+"""The fast decoder against pyroute2's own decoding (NlaDecoder) on messages encoded by pyroute2."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import struct
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyroute2.netlink import NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, genlmsg, nla
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.marshal import Marshal
+
+from ipvsman import model
+from ipvsman.kernel import fastdecode as fd
+from ipvsman.kernel import netlink as nl
+
+FAMILY_ID = 0x23  # any generic netlink family id: decoding does not depend on it
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+
+
+# -- messages as the kernel sends them, encoded by pyroute2 ----------------------------------
+
+
+# Message classes of a kernel newer than ip_vs.h as ipvsman knows it: one more attribute in each
+# nest. Not subclasses of the real classes (pyroute2 caches compiled nla maps per hierarchy).
+class stats64_newer(nla):
+    nla_map = nl.ipvs_stats64.nla_map + ((12, "IPVS_STATS_ATTR_FUTURE", "uint32"),)
+
+
+class service_newer(nla):
+    nla_map = nl.ipvs_service.nla_map + ((13, "IPVS_SVC_ATTR_FUTURE", "uint32"),)
+    service_flags = nl.ipvs_service_flags
+    stats = nl.ipvs_stats
+    stats64 = stats64_newer
+
+
+class dest_newer(nla):
+    nla_map = nl.ipvs_dest.nla_map + ((16, "IPVS_DEST_ATTR_FUTURE", "uint32"),)
+    stats = nl.ipvs_stats
+    stats64 = stats64_newer
+
+
+class daemon_newer(nla):
+    nla_map = nl.ipvs_daemon.nla_map + ((9, "IPVS_DAEMON_ATTR_FUTURE", "uint32"),)
+
+
+class message_newer(genlmsg):
+    nla_map = nl.ipvs_message.nla_map + ((7, "IPVS_CMD_ATTR_FUTURE", "uint32"),)
+    service = service_newer
+    dest = dest_newer
+    daemon = daemon_newer
+
+
+def encode(command: int, attrs, cls=nl.ipvs_message, sequence: int = 7) -> bytes:
+    msg = cls()
+    msg["cmd"] = command
+    msg["version"] = nl.GENL_VERSION
+    msg["header"]["type"] = FAMILY_ID
+    msg["header"]["flags"] = NLM_F_MULTI
+    msg["header"]["sequence_number"] = sequence
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data)
+
+
+def both(data: bytes):
+    """The message decoded by pyroute2's classes and as a RawMessage, the way each marshal makes them."""
+    slow = nl.message_for(data)
+    slow.decode()
+    fast = fd.FastDecoder.message(data)
+    fast.decode()
+    return slow, fast
+
+
+def agree(method: str, data: bytes, *args):
+    """Decode with both decoders; assert equal values and equal skip counts; return the value.
+
+    The fast decoder decodes twice: real servers are walked the first time and read through
+    the layout learnt from that walk the next, and both must give pyroute2's values.
+    """
+    slow, fast = both(data)
+    slow_skipped = collections.Counter()
+    slow_value = getattr(nl.NlaDecoder, method)(slow, *args, slow_skipped)
+    for _ in range(2):
+        fast_skipped = collections.Counter()
+        fast_value = getattr(fd.FastDecoder, method)(fast, *args, fast_skipped)
+        assert fast_value == slow_value
+        assert fast_skipped == slow_skipped
+    return fast_value, fast_skipped
+
+
+def v4(text: str) -> bytes:
+    return socket.inet_aton(text) + bytes(12)  # union nf_inet_addr: always 16 bytes
+
+
+def v6(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+STAT_NAMES = ("CONNS", "INPKTS", "OUTPKTS", "INBYTES", "OUTBYTES", "CPS", "INPPS", "OUTPPS", "INBPS", "OUTBPS")
+
+
+def stats_nest(values: dict, pad: bool, extra: bool = False) -> dict:
+    attrs = []
+    for name in STAT_NAMES:
+        if name not in values:
+            continue
+        if pad and name in ("INBYTES", "OUTBYTES"):
+            attrs.append(("IPVS_STATS_ATTR_PAD", None))  # what nla_put_u64_64bit adds where needed
+        attrs.append(("IPVS_STATS_ATTR_" + name, values[name]))
+    if extra:
+        attrs.append(("IPVS_STATS_ATTR_FUTURE", 1))
+    return {"attrs": attrs}
+
+
+# -- strategies -------------------------------------------------------------------------------
+
+addresses4 = st.integers(0, U32_MAX).map(lambda n: socket.inet_ntoa(n.to_bytes(4, "big")))
+addresses6 = st.binary(min_size=16, max_size=16).map(lambda raw: socket.inet_ntop(socket.AF_INET6, raw))
+stats64 = st.fixed_dictionaries({name: st.integers(0, U64_MAX) for name in STAT_NAMES})
+
+
+@st.composite
+def stats_attrs(draw, prefix: str):
+    """STATS64 and/or STATS (32-bit but for the byte counts), as old and new kernels send them."""
+    values = draw(stats64)
+    small = {name: value & (U64_MAX if name.endswith("BYTES") else U32_MAX) for name, value in values.items()}
+    pad = draw(st.booleans())
+    kinds = draw(st.sampled_from(["both", "64", "32", "none", "partial64"]))
+    attrs = []
+    if kinds in ("both", "32"):
+        attrs.append((prefix + "STATS", stats_nest(small, pad)))
+    if kinds in ("both", "64"):
+        attrs.append((prefix + "STATS64", stats_nest(values, pad)))
+    if kinds == "partial64":
+        keep = draw(st.sets(st.sampled_from(STAT_NAMES)))
+        attrs.append((prefix + "STATS64", stats_nest({k: v for k, v in values.items() if k in keep}, pad)))
+    return attrs
+
+
+@st.composite
+def service_messages(draw) -> bytes:
+    af = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6]))
+    attrs = [("IPVS_SVC_ATTR_AF", af)]
+    if draw(st.booleans()):
+        attrs.append(("IPVS_SVC_ATTR_FWMARK", draw(st.integers(1, U32_MAX))))
+    else:
+        address = draw(addresses4.map(v4) if af == socket.AF_INET else addresses6.map(v6))
+        attrs += [
+            ("IPVS_SVC_ATTR_PROTOCOL", draw(st.sampled_from([6, 17, 132]))),
+            ("IPVS_SVC_ATTR_ADDR", address),
+            ("IPVS_SVC_ATTR_PORT", draw(st.integers(0, 65535))),
+        ]
+    scheduler = draw(st.sampled_from(sorted(model.SCHEDULER_NAMES)))
+    flags = draw(st.integers(0, 0x3F) | st.integers(0, U32_MAX))
+    attrs += [
+        ("IPVS_SVC_ATTR_SCHED_NAME", scheduler),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": flags, "mask": U32_MAX}),
+        ("IPVS_SVC_ATTR_TIMEOUT", draw(st.integers(0, U32_MAX))),
+    ]
+    if af == socket.AF_INET:
+        attrs.append(("IPVS_SVC_ATTR_NETMASK", socket.inet_aton(draw(addresses4))))
+    else:  # a prefix length, as ipvsadm -M 64 sends it: a u32 in host order
+        attrs.append(("IPVS_SVC_ATTR_NETMASK", draw(st.integers(0, 128)).to_bytes(4, sys.byteorder)))
+    if draw(st.booleans()):
+        attrs.append(("IPVS_SVC_ATTR_PE_NAME", draw(st.sampled_from(["sip", ""]))))
+    attrs += draw(stats_attrs("IPVS_SVC_ATTR_"))
+    attrs = draw(st.permutations(attrs))
+    newer = draw(st.booleans())
+    if newer:
+        attrs.append(("IPVS_SVC_ATTR_FUTURE", 5))
+    top = [("IPVS_CMD_ATTR_SERVICE", {"attrs": attrs})] + ([("IPVS_CMD_ATTR_FUTURE", 1)] if newer else [])
+    return encode(nl.CMD_NEW_SERVICE, top, cls=message_newer if newer else nl.ipvs_message)
+
+
+@st.composite
+def dest_messages(draw) -> bytes:
+    family = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6, None]))  # None: before ADDR_FAMILY
+    six = family == socket.AF_INET6 or (family is None and draw(st.booleans()))
+    attrs = [
+        ("IPVS_DEST_ATTR_ADDR", draw(addresses6.map(v6) if six else addresses4.map(v4))),
+        ("IPVS_DEST_ATTR_PORT", draw(st.integers(0, 65535))),
+        ("IPVS_DEST_ATTR_FWD_METHOD", draw(st.integers(0, 7))),  # 4-7: no method ipvsman names
+    ]
+    for name in ("WEIGHT", "U_THRESH", "L_THRESH", "ACTIVE_CONNS", "INACT_CONNS", "PERSIST_CONNS"):
+        attrs.append(("IPVS_DEST_ATTR_" + name, draw(st.integers(0, U32_MAX))))
+    if family is not None:
+        attrs.append(("IPVS_DEST_ATTR_ADDR_FAMILY", family))
+    if draw(st.booleans()):  # since 5.3
+        attrs += [
+            ("IPVS_DEST_ATTR_TUN_TYPE", draw(st.integers(0, 2))),
+            ("IPVS_DEST_ATTR_TUN_PORT", draw(st.integers(0, 65535))),
+            ("IPVS_DEST_ATTR_TUN_FLAGS", draw(st.integers(0, 7))),
+        ]
+    attrs += draw(stats_attrs("IPVS_DEST_ATTR_"))
+    attrs = draw(st.permutations(attrs))
+    newer = draw(st.booleans())
+    if newer:
+        attrs.append(("IPVS_DEST_ATTR_FUTURE", 5))
+    return encode(nl.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", {"attrs": attrs})],
+                  cls=message_newer if newer else nl.ipvs_message)  # fmt: skip
+
+
+EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@EXAMPLES
+@given(service_messages())
+def test_services_decode_the_same(data):
+    agree("service", data)
+
+
+@EXAMPLES
+@given(dest_messages(), st.sampled_from(["inet", "inet6"]))
+def test_real_servers_decode_the_same(data, service_af):
+    agree("dest", data, service_af)
+    slow, fast = both(data)
+    assert fd.FastDecoder.dest_config(fast, service_af) == nl.NlaDecoder.dest_config(slow, service_af)
+
+
+# -- fixed examples: every branch named ------------------------------------------------------
+
+BIG = 2**40 + 5
+STATS = {"CONNS": BIG, "INPKTS": BIG + 1, "OUTPKTS": 12, "INBYTES": BIG * 3, "OUTBYTES": 99,
+         "CPS": 4, "INPPS": 40, "OUTPPS": 41, "INBPS": 4000, "OUTBPS": 4100}  # fmt: skip
+
+
+def kernel_dest(**overrides) -> bytes:
+    """A real server as Linux 6.1 on x86-64 sends it (attribute order of ip_vs_genl_fill_dest)."""
+    attrs = {
+        "ADDR": v4("10.0.1.1"), "PORT": 8080, "FWD_METHOD": 0, "WEIGHT": 3, "TUN_TYPE": 0, "TUN_PORT": 0,
+        "TUN_FLAGS": 0, "U_THRESH": 100, "L_THRESH": 10, "ACTIVE_CONNS": 5, "INACT_CONNS": 6,
+        "PERSIST_CONNS": 7, "ADDR_FAMILY": socket.AF_INET,
+        "STATS": stats_nest({k: v & U32_MAX for k, v in STATS.items()}, pad=False),
+        "STATS64": stats_nest(STATS, pad=False),
+    }  # fmt: skip
+    attrs.update(overrides)
+    nest = {"attrs": [("IPVS_DEST_ATTR_" + name, value) for name, value in attrs.items() if value is not None]}
+    return encode(nl.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", nest)])
+
+
+def test_the_kernels_real_server_layout_takes_the_packed_stats_path(monkeypatch):
+    expected = model.Dest("10.0.1.1", 8080, "masq", 3, 100, 10, 5, 6, 7,
+                          model.Stats(BIG, BIG + 1, 12, BIG * 3, 99), model.Rates(4, 40, 41, 4000, 4100), "inet")  # fmt: skip
+    assert agree("dest", kernel_dest(), "inet")[0] == expected
+    walked = []
+    real_walk = fd._walk
+    monkeypatch.setattr(fd, "_walk", lambda *args: walked.append(args[3]) or real_walk(*args))
+    fd.FastDecoder.dest(both(kernel_dest())[1], "inet", collections.Counter())
+    assert fd.STATS_KNOWN not in walked  # the stats nest was unpacked at once, not walked
+    padded = kernel_dest(STATS64=stats_nest(STATS, pad=True))
+    assert agree("dest", padded, "inet")[0] == expected
+
+
+def test_a_learnt_layout_is_only_used_for_nests_of_its_shape():
+    fd.DEST_LAYOUTS.by_size.clear()
+    fd.DEST_LAYOUTS.count = 0
+    first = kernel_dest()
+    assert agree("dest", first, "inet")[0].weight == 3
+    assert fd.DEST_LAYOUTS.count == 1  # learnt from the walk of the first
+    # The same attributes in another order: as long, but a different shape.
+    attrs = {"ADDR_FAMILY": socket.AF_INET, "ADDR": v4("10.0.1.9"), "WEIGHT": 9, "PORT": 81, "FWD_METHOD": 3,
+             "U_THRESH": 1, "L_THRESH": 2, "ACTIVE_CONNS": 3, "INACT_CONNS": 4, "PERSIST_CONNS": 5, "TUN_TYPE": 0,
+             "TUN_PORT": 0, "TUN_FLAGS": 0, "STATS64": stats_nest(STATS, pad=False),
+             "STATS": stats_nest({k: v & U32_MAX for k, v in STATS.items()}, pad=False)}  # fmt: skip
+    nest = {"attrs": [("IPVS_DEST_ATTR_" + name, value) for name, value in attrs.items()]}
+    other = encode(nl.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", nest)])
+    assert len(other) == len(first)
+    value = agree("dest", other, "inet")[0]
+    assert (value.address, value.port, value.forward, value.weight) == ("10.0.1.9", 81, "route", 9)
+    assert fd.DEST_LAYOUTS.count == 2
+    # A real server whose counters are not the kernel's packed STATS64 is always walked.
+    padded = kernel_dest(STATS64=stats_nest(STATS, pad=True))
+    agree("dest", padded, "inet")
+    assert fd.DEST_LAYOUTS.count == 2
+
+
+def test_unknown_attributes_are_counted_at_every_level():
+    nest = stats_nest(STATS, pad=False, extra=True)
+    dest = {"attrs": [("IPVS_DEST_ATTR_ADDR", v4("10.0.1.1")), ("IPVS_DEST_ATTR_PORT", 80),
+                      ("IPVS_DEST_ATTR_STATS64", nest), ("IPVS_DEST_ATTR_FUTURE", 1), ("IPVS_DEST_ATTR_FUTURE", 2)]}  # fmt: skip
+    data = encode(nl.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", dest), ("IPVS_CMD_ATTR_FUTURE", 3)], cls=message_newer)
+    value, skipped = agree("dest", data, "inet")
+    assert value.stats.conns == BIG
+    assert skipped == {nl.SKIP_UNKNOWN_ATTRIBUTES: 4}  # the repeated one counts twice
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        [],  # no service nest
+        [("IPVS_CMD_ATTR_SERVICE", {"attrs": [("IPVS_SVC_ATTR_AF", 99)]})],  # unknown family
+        [("IPVS_CMD_ATTR_SERVICE", {"attrs": [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_PROTOCOL", 47)]})],
+        [("IPVS_CMD_ATTR_SERVICE", {"attrs": [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_PROTOCOL", 6),
+                                              ("IPVS_SVC_ATTR_ADDR", b"\x01"), ("IPVS_SVC_ATTR_PORT", 80)]})],  # fmt: skip
+        [("IPVS_CMD_ATTR_SERVICE", {"attrs": [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_PROTOCOL", 6),
+                                              ("IPVS_SVC_ATTR_PORT", 80)]})],  # fmt: skip  # no address
+    ],
+)
+def test_services_both_decoders_refuse(attrs):
+    value, skipped = agree("service", encode(nl.CMD_NEW_SERVICE, attrs))
+    assert value is None and skipped == {nl.SKIP_UNDECODABLE: 1}
+
+
+def test_daemons_info_and_timeouts_decode_the_same():
+    def daemon(**attrs):
+        nest = {"attrs": [("IPVS_DAEMON_ATTR_" + name, value) for name, value in attrs.items()]}
+        return encode(nl.CMD_NEW_DAEMON, [("IPVS_CMD_ATTR_DAEMON", nest)])
+
+    master = daemon(STATE=1, MCAST_IFN="va", SYNC_ID=10, SYNC_MAXLEN=1472, MCAST_PORT=8848, MCAST_TTL=1,
+                    MCAST_GROUP=socket.inet_aton("224.0.0.81"))  # fmt: skip
+    assert agree("daemon", master)[0] == model.Daemon("master", "va", 10, 1472, "224.0.0.81", 8848, 1)
+    backup = daemon(STATE=2, MCAST_IFN="vb", SYNC_ID=11, SYNC_MAXLEN=1452, MCAST_PORT=9000, MCAST_TTL=4,
+                    MCAST_GROUP6=v6("ff02::81"))  # fmt: skip
+    assert agree("daemon", backup)[0] == model.Daemon("backup", "vb", 11, 1452, "ff02::81", 9000, 4)
+    assert agree("daemon", daemon(STATE=2, MCAST_IFN="eth0", SYNC_ID=3))[0].group == "224.0.0.81"
+    assert agree("daemon", daemon(STATE=4, MCAST_IFN="x", SYNC_ID=1))[0] is None
+
+    info = encode(nl.CMD_SET_INFO, [("IPVS_INFO_ATTR_VERSION", 0x010201), ("IPVS_INFO_ATTR_CONN_TAB_SIZE", 4096)],
+                  cls=nl.ipvs_info_message)  # fmt: skip
+    slow, fast = both(info)
+    assert fd.FastDecoder.info(fast) == nl.NlaDecoder.info(slow) == model.IpvsInfo("1.2.1", 4096)
+    config = encode(nl.CMD_SET_CONFIG, [("IPVS_CMD_ATTR_TIMEOUT_TCP", 900), ("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", 120),
+                                        ("IPVS_CMD_ATTR_TIMEOUT_UDP", 300)])  # fmt: skip
+    slow, fast = both(config)
+    assert fd.FastDecoder.timeouts(fast) == nl.NlaDecoder.timeouts(slow) == model.Timeouts(900, 120, 300)
+
+
+# -- where the fast decoder is stricter -----------------------------------------------------
+
+
+def test_an_attribute_running_past_its_nest_makes_the_message_undecodable():
+    data = bytearray(kernel_dest())
+    # The first attribute inside the dest nest (ADDR) claims more bytes than the nest holds.
+    struct.pack_into("=H", data, fd.ATTRIBUTES_START + 4, 2000)
+    msg = fd.RawMessage(bytes(data))
+    msg.decode()
+    skipped = collections.Counter()
+    assert fd.FastDecoder.dest(msg, "inet", skipped) is None
+    assert skipped == {nl.SKIP_UNDECODABLE: 1}
+
+
+def test_a_value_shorter_than_its_type_makes_the_message_undecodable():
+    nest = {"attrs": [("IPVS_DEST_ATTR_ADDR", v4("10.0.1.1")), ("IPVS_DEST_ATTR_PORT", 80),
+                      ("IPVS_DEST_ATTR_TUN_FLAGS", 1)]}  # fmt: skip
+    data = bytearray(encode(nl.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", nest)]))
+    # Renumber TUN_FLAGS (a u16, 6 bytes with its header) as WEIGHT, a u32.
+    position = bytes(data).rindex(struct.pack("=HH", 6, nl.DEST_ATTR_TUN_FLAGS))
+    struct.pack_into("=HH", data, position, 6, nl.DEST_ATTR_WEIGHT)
+    msg = fd.RawMessage(bytes(data))
+    msg.decode()
+    skipped = collections.Counter()
+    assert fd.FastDecoder.dest(msg, "inet", skipped) is None
+    assert skipped == {nl.SKIP_UNDECODABLE: 1}
+    # A missing weight is 0, as in NlaDecoder: only a present but short one is refused.
+    assert agree("dest", kernel_dest(WEIGHT=None), "inet")[0].weight == 0
+
+
+# -- inside pyroute2's marshal ----------------------------------------------------------------
+
+
+def marshal_for(decoder) -> Marshal:
+    marshal = Marshal()
+    marshal.msg_map[FAMILY_ID] = decoder.message
+    return marshal
+
+
+def done(sequence: int) -> bytes:
+    return struct.pack("=IHHIIi", 20, NLMSG_DONE, NLM_F_MULTI, sequence, 0, 0)
+
+
+def test_a_dump_buffer_parses_into_raw_messages_with_pyroute2s_headers():
+    buffer = b"".join(kernel_dest(ADDR=v4(f"10.0.1.{i}")) for i in range(1, 6)) + done(7)
+    fast = list(marshal_for(fd.FastDecoder).parse(buffer))
+    slow = list(marshal_for(nl.NlaDecoder).parse(buffer))
+    assert len(fast) == len(slow) == 6
+    for fast_msg, slow_msg in zip(fast, slow):
+        for field in ("length", "type", "flags", "sequence_number", "pid", "error"):
+            assert fast_msg["header"].get(field) == slow_msg["header"].get(field)
+    assert [fd.FastDecoder.dest(m, "inet", collections.Counter()).address for m in fast[:5]] == [
+        f"10.0.1.{i}" for i in range(1, 6)
+    ]
+    assert fast[0]["cmd"] == nl.CMD_NEW_DEST and "header" in fast[0] and "event" not in fast[0]
+
+
+def test_an_error_reply_echoing_the_request_is_read_through_a_raw_message():
+    request = encode(nl.CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", nl.service_key_attrs(
+        model.ServiceKey("inet", "tcp", "10.0.0.1", 80)))])  # fmt: skip
+    error = struct.pack("=IHHIIi", 20 + len(request), NLMSG_ERROR, 0, 7, 0, -3) + request  # ESRCH
+    (msg,) = marshal_for(fd.FastDecoder).parse(error)
+    assert isinstance(msg["header"]["error"], NetlinkError) and msg["header"]["error"].code == 3
+    echoed = msg["header"]["errmsg"]
+    assert isinstance(echoed, fd.RawMessage) and echoed["cmd"] == nl.CMD_GET_DEST
+
+
+def test_raw_messages_keep_what_pyroute2_sets_on_them():
+    msg = fd.RawMessage(kernel_dest())
+    msg.decode()
+    msg["event"] = "x"
+    msg["header"]["target"] = "localhost"
+    assert msg.get("event") == "x" and msg["header"]["target"] == "localhost"
+    assert msg.get("missing", 5) == 5
+    with pytest.raises(KeyError):
+        msg["missing"]
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        model.ServiceKey("inet", "tcp", "10.0.0.1", 80),
+        model.ServiceKey("inet", "sctp", "192.0.2.7", 0),
+        model.ServiceKey("inet6", "udp", "fd00::1", 53),
+        model.ServiceKey("inet", None, "", 0, 7),
+        model.ServiceKey("inet6", None, "", 0, 2**32 - 1),
+    ],
+)
+def test_dest_dump_requests_are_the_bytes_pyroute2_would_send(key):
+    expected = nl.request_message(nl.CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", nl.service_key_attrs(key))])
+    request = fd.dest_dump_request(key)
+    for msg in (expected, request):  # what NetlinkRequest does before sending
+        msg["header"]["type"] = FAMILY_ID
+        msg["header"]["flags"] = nl.DUMP
+        msg["header"]["sequence_number"] = 77
+        msg["header"]["pid"] = 4242
+        msg.reset()
+        msg.encode()
+    assert request.data == bytes(expected.data)
+
+
+def test_sequence_numbers_come_back_only_after_the_whole_range():
+    numbers = fd.SequenceNumbers(first=10, last=14)
+    first = [numbers.alloc() for _ in range(3)]
+    assert first == [10, 11, 12]
+    numbers.free(11, ban=0xFF)
+    assert [numbers.alloc(), numbers.alloc()] == [13, 14]
+    assert numbers.alloc() == 11  # wrapped round; 10 and 12 are still in use
+    with pytest.raises(KeyError):
+        numbers.alloc()
+
+
+# -- the batching marshal -------------------------------------------------------------------------
+
+
+def batch_marshal() -> fd.BatchMarshal:
+    marshal = fd.BatchMarshal()
+    marshal.msg_map[FAMILY_ID] = fd.RawMessage
+    return marshal
+
+
+def test_a_datagram_of_real_servers_comes_out_as_one_batch_then_done():
+    buffer = b"".join(kernel_dest(ADDR=v4(f"10.0.1.{i}")) for i in range(1, 11)) + done(7)
+    batch, finished = batch_marshal().parse(buffer)
+    assert isinstance(batch, fd.RawBatch) and len(batch) == 10
+    assert batch["header"]["flags"] & NLM_F_MULTI and batch["header"]["error"] is None
+    assert batch["header"]["sequence_number"] == 7
+    assert finished["header"]["type"] == NLMSG_DONE
+    addresses = [fd.FastDecoder.dest(msg, "inet", collections.Counter()).address for msg in fd.messages_of(batch)]
+    assert addresses == [f"10.0.1.{i}" for i in range(1, 11)]
+    assert fd.messages_of(finished) == (finished,)
+
+
+def test_an_error_after_some_messages_follows_their_batch():
+    error = struct.pack("=IHHIIi", 20 + 16, NLMSG_ERROR, 0, 7, 0, -4) + struct.pack("=IHHII", 16, FAMILY_ID, 0, 7, 0)
+    items = list(batch_marshal().parse(kernel_dest() + error))
+    assert [type(item) for item in items[:1]] == [fd.RawBatch] and len(items) == 2
+    assert isinstance(items[1]["header"]["error"], NetlinkError) and items[1]["header"]["error"].code == 4
+
+
+def test_messages_of_other_types_are_parsed_by_pyroute2_one_by_one():
+    marshal = batch_marshal()
+    marshal.msg_map[FAMILY_ID] = nl.message_for  # not RawMessage: nothing is batched
+    items = list(marshal.parse(kernel_dest() + kernel_dest()))
+    assert len(items) == 2 and all(isinstance(item, nl.ipvs_message) for item in items)
+
+
+# -- a whole poll through pyroute2's socket, against a stand-in kernel ------------------------------
+
+
+def kernel_service(index: int) -> tuple[model.ServiceKey, bytes]:
+    key = model.ServiceKey("inet", "tcp", f"10.0.{index // 250}.{index % 250}", 80)
+    nest = {"attrs": [("IPVS_SVC_ATTR_AF", socket.AF_INET), ("IPVS_SVC_ATTR_PROTOCOL", 6),
+                      ("IPVS_SVC_ATTR_ADDR", v4(key.address)), ("IPVS_SVC_ATTR_PORT", 80),
+                      ("IPVS_SVC_ATTR_SCHED_NAME", "wlc"), ("IPVS_SVC_ATTR_FLAGS", {"flags": 2, "mask": U32_MAX}),
+                      ("IPVS_SVC_ATTR_TIMEOUT", 0), ("IPVS_SVC_ATTR_NETMASK", b"\xff" * 4),
+                      ("IPVS_SVC_ATTR_STATS64", stats_nest(STATS, pad=False))]}  # fmt: skip
+    return key, encode(nl.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", nest)])
+
+
+class StandInKernel:
+    """Answers IPVS requests on one end of a datagram socket pair as the kernel would (dumps end
+    with DONE; a datagram holds at most 40 messages), from a thread."""
+
+    def __init__(self, services: int, dests: int):
+        import threading
+
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.services, self.dumps = [], {}
+        for index in range(services):
+            key, message = kernel_service(index)
+            self.services.append(message)
+            self.dumps[fd._dest_dump_payload(key)] = [
+                kernel_dest(ADDR=v4(f"172.16.{index % 250}.{number + 1}"), WEIGHT=number, PORT=8000 + number)
+                for number in range(dests)
+            ]
+        self.info = encode(nl.CMD_SET_INFO, [("IPVS_INFO_ATTR_VERSION", 0x010201),
+                                             ("IPVS_INFO_ATTR_CONN_TAB_SIZE", 4096)], cls=nl.ipvs_info_message)  # fmt: skip
+        self.config = encode(nl.CMD_SET_CONFIG, [("IPVS_CMD_ATTR_TIMEOUT_TCP", 900)])
+        self.requests: list[bytes] = []
+        self.peer.settimeout(0.1)
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def stamped(messages: list[bytes], sequence: int, flags: int) -> bytes:
+        out = bytearray()
+        for message in messages:
+            message = bytearray(message)
+            struct.pack_into("=HI", message, 6, flags, sequence)
+            out += message
+        return bytes(out)
+
+    def serve(self) -> None:
+        while self.running:
+            try:
+                request = self.peer.recv(65536)
+            except TimeoutError:
+                continue
+            self.requests.append(request)
+            sequence = struct.unpack_from("=I", request, 8)[0]
+            command = request[16]
+            if command in (nl.CMD_GET_INFO, nl.CMD_GET_CONFIG):
+                self.peer.send(self.stamped([self.info if command == nl.CMD_GET_INFO else self.config], sequence, 0))
+                continue
+            if command == nl.CMD_GET_SERVICE:
+                replies = self.services
+            elif command == nl.CMD_GET_DEST:
+                replies = self.dumps[request[16:]]
+            else:
+                replies = []
+            for start in range(0, len(replies), 40):
+                self.peer.send(self.stamped(replies[start : start + 40], sequence, NLM_F_MULTI))
+            self.peer.send(done(sequence))
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+        self.peer.close()
+
+
+def poll_through_socket(kernel: StandInKernel, decoder) -> nl.IpvsDump:
+    sock = nl.IpvsSocket(decoder, use_socket=kernel.sock)
+    # What open_family() learns from the generic netlink controller, which the stand-in lacks.
+    sock.asyncore.marshal.msg_map[FAMILY_ID] = decoder.message
+    sock.asyncore._prid = FAMILY_ID
+    try:
+        return sock.read_all(collections.Counter())
+    finally:
+        sock.close()
+
+
+def test_a_whole_poll_reads_the_same_with_either_decoder():
+    polls, requests = {}, {}
+    for decoder in (fd.FastDecoder, nl.NlaDecoder):
+        kernel = StandInKernel(services=60, dests=7)  # pyroute2 closes the socket it was given
+        try:
+            polls[decoder] = poll_through_socket(kernel, decoder)
+            requests[decoder] = [request[16:] for request in kernel.requests]
+        finally:
+            kernel.close()
+    fast = polls[fd.FastDecoder]
+    assert fast == polls[nl.NlaDecoder]
+    assert len(fast.services) == 60 and {len(service.dests) for service in fast.services} == {7}
+    assert fast.info == model.IpvsInfo("1.2.1", 4096) and fast.timeouts.tcp == 900
+    # The same requests went out (but for their sequence numbers): one dump per service.
+    assert requests[fd.FastDecoder] == requests[nl.NlaDecoder]
+    assert sum(request[0] == nl.CMD_GET_DEST for request in requests[fd.FastDecoder]) == 60
