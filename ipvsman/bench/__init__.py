@@ -138,7 +138,18 @@ def median_of(function: Callable[[], object], runs: int) -> tuple[float, list[fl
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (ru_maxrss is in KiB on Linux)."""
+    """This process's peak resident set size so far.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec(), so a process started by a big
+    one (the benchmark) would report its parent's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -16,7 +16,7 @@ from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 from ipvsman import model
 from ipvsman.backend import Backend, BackendError, IpvsUnavailable, NotPermitted
 from ipvsman.kernel import netlink, netns, procfs
-from ipvsman.kernel.fastdecode import FastDecoder
+from ipvsman.kernel.fastdecode import FastDecoder, collector_paused
 
 CAP_NET_ADMIN = 12
 
@@ -159,7 +159,8 @@ class KernelBackend(Backend):
         sock = self._opened_socket("poll")
         if self._netlink_permitted:
             try:
-                dump = sock.read_all(skipped)
+                with collector_paused():
+                    dump = sock.read_all(skipped)
             except (NetlinkError, OSError) as exc:
                 if _errno_of(exc) not in (errno.EPERM, errno.EACCES):
                     raise BackendError(f"reading IPVS failed: {_describe(exc)}") from None

@@ -659,8 +659,8 @@ class AsyncIpvsSocket(AsyncGenericNetlinkSocket):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # pyroute2's sequence number pool walks a list of 255 banned numbers on every request,
-        # a tenth of a poll's time at 1,000 services; see fastdecode.SequenceNumbers.
+        # pyroute2's sequence number pool walks a list of 255 banned numbers on every request
+        # (about 45 us; a poll of 1,000 services makes 1,000 requests); see fastdecode.SequenceNumbers.
         from ipvsman.kernel.fastdecode import SequenceNumbers
 
         self.addr_pool = SequenceNumbers()

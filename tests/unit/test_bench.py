@@ -162,3 +162,16 @@ def test_the_guest_gets_the_kernel_part_and_its_results_come_back(monkeypatch, t
     assert seen["command"].startswith(f"{sys.executable} -m ipvsman.bench --kernel-part ")
     assert seen["command"].endswith(" --quick poll")
     assert report.environment == {"kernel": "guest"} and report.figures[0].label == "full poll"
+
+
+def test_a_process_started_by_a_big_one_reports_its_own_peak_memory():
+    import subprocess
+
+    from ipvsman.bench import current_rss_mb, peak_rss_mb
+
+    ballast = bytearray(80 * 2**20)  # zeroed, so resident: this process is now 80 MB bigger
+    assert current_rss_mb() > 80
+    child = subprocess.run([sys.executable, "-c", "from ipvsman.bench import peak_rss_mb; print(peak_rss_mb())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    del ballast
+    assert float(child.stdout) < 60 < peak_rss_mb()

@@ -462,9 +462,9 @@ def test_a_datagram_of_real_servers_comes_out_as_one_batch_then_done():
     assert batch["header"]["flags"] & NLM_F_MULTI and batch["header"]["error"] is None
     assert batch["header"]["sequence_number"] == 7
     assert finished["header"]["type"] == NLMSG_DONE
-    addresses = [fd.FastDecoder.dest(msg, "inet", collections.Counter()).address for msg in fd.messages_of(batch)]
+    addresses = [fd.FastDecoder.dest(msg, "inet", collections.Counter()).address for msg in batch.messages]
     assert addresses == [f"10.0.1.{i}" for i in range(1, 11)]
-    assert fd.messages_of(finished) == (finished,)
+    assert list(batch) == batch.messages and not hasattr(finished, "messages")
 
 
 def test_an_error_after_some_messages_follows_their_batch():
