@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import gc
 import heapq
 import ipaddress
 import itertools
@@ -16,6 +15,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ipvsman import collector
 from ipvsman.backend import Backend, BackendError
 from ipvsman.model import (
     FORWARD_LABELS,
@@ -641,13 +641,8 @@ class DemoBackend(Backend):
         """Bring the director to `seconds` of simulated traffic before the first poll."""
         # A large director allocates millions of objects here, none of them garbage; the
         # collector's repeated full passes over them would double the time this takes.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with collector.paused():
             self._simulate_warm_up(seconds)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _simulate_warm_up(self, seconds: float) -> None:
         independent = all(

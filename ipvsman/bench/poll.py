@@ -16,11 +16,12 @@ import statistics
 import struct
 import time
 
+from ipvsman import collector
 from ipvsman.bench import Figure, Growth, Report, at_most
 from ipvsman.bench.director import Director
 from ipvsman.kernel import netlink
 from ipvsman.kernel.backend import KernelBackend
-from ipvsman.kernel.fastdecode import FastDecoder, RawMessage, collector_paused, dest_dump_request
+from ipvsman.kernel.fastdecode import FastDecoder, RawMessage, dest_dump_request
 from ipvsman.poller import Poller
 
 IPVSADM_ARGS = ("-Ln", "--stats", "--exact")
@@ -115,7 +116,7 @@ def plain_socket_dumps(family: int, keys) -> tuple[float, int]:
 
     started = time.perf_counter()
     try:
-        with collector_paused():
+        with collector.paused():
             service_request = struct.pack("=BBH", netlink.CMD_GET_SERVICE, netlink.GENL_VERSION, 0)
             dump(service_request, 1, lambda msg: FastDecoder.service(msg, skipped))
             for sequence, key in enumerate(keys, 2):

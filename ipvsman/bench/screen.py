@@ -10,6 +10,7 @@ a slow, CPU-bound backend (what a large kernel poll is), to show that no key wai
 from __future__ import annotations
 
 import collections
+import gc
 import queue
 import statistics
 import threading
@@ -42,9 +43,19 @@ class Scene:
         self.dests = sum(len(service.dests) for service in self.snapshots[0].services)
         self.connections = len(self.snapshots[0].connections)
         self.dashboard = Dashboard(headless_options(), backend=self.backend, audit=AuditLog(None))
+        self.dashboard.collector.start()  # as ipvsman.ui.app.run does: no automatic collection
         self.dashboard.apply_snapshot(self.snapshots[0])
         self.frame()
         self._next = 1
+
+    def close(self) -> None:
+        self.dashboard.collector.stop()
+
+    def full_collection(self) -> float:
+        """Milliseconds of one scheduled full garbage collection with this scene alive."""
+        started = time.perf_counter()
+        gc.collect()
+        return (time.perf_counter() - started) * 1000
 
     def frame(self) -> float:
         """Milliseconds to render the whole screen."""
@@ -216,8 +227,16 @@ def run(headline: tuple[int, int, int], service_sizes: list[int], connection_siz
                met=at_most(keys["busy_max"], FRAME_TARGET_MS) if keys["busy_max"] is not None else None,
                note=f"max; median {_ms(keys['busy_median'])}, idle median {_ms(keys['idle_median'])}")  # fmt: skip
     )
+    collection = scene.full_collection()
+    period = max(scene.dashboard.collector.min_period, collection / 1000 / scene.dashboard.collector.share)
+    log(f"screen: a full garbage collection: {collection:.0f} ms")
+    report.figures.append(
+        Figure("screen", f"a scheduled full garbage collection (ipvsman.collector), {scale}", collection, "ms",
+               note=f"between frames, not within 1 s of a key; once every {period:.0f} s")  # fmt: skip
+    )
     report.notes.append(f"screen: views measured at {scale}, {SIZE[0]}x{SIZE[1]}, urwid canvases rendered "
                         "headless (no terminal output); frame = event handling + render")  # fmt: skip
+    scene.close()
     del scene
     report.growth += growth(dests, service_sizes, connection_sizes, log)
     return report
@@ -240,6 +259,7 @@ def growth(dests: int, service_sizes: list[int], connection_sizes: list[int], lo
             row["slowest key"] = max(row.get("slowest key", 0.0), figures["key_max"])
         log(f"screen growth: {scene.services} services: {row}")
         by_services.add(scene.services, **row)
+        scene.close()
         del scene
     by_connections = Growth("screen", f"frame after a new snapshot, by connections ({service_sizes[0]} services)",
                             "connections", "ms", ["connections", "virtual", "slowest key"])  # fmt: skip
@@ -252,5 +272,6 @@ def growth(dests: int, service_sizes: list[int], connection_sizes: list[int], lo
             row["slowest key"] = max(row.get("slowest key", 0.0), figures["key_max"])
         log(f"screen growth: {scene.connections} connections: {row}")
         by_connections.add(scene.connections, **row)
+        scene.close()
         del scene
     return [by_services, by_connections]

@@ -13,10 +13,10 @@ import threading
 
 from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 
-from ipvsman import model
+from ipvsman import collector, model
 from ipvsman.backend import Backend, BackendError, IpvsUnavailable, NotPermitted
 from ipvsman.kernel import netlink, netns, procfs
-from ipvsman.kernel.fastdecode import FastDecoder, collector_paused
+from ipvsman.kernel.fastdecode import FastDecoder
 
 CAP_NET_ADMIN = 12
 
@@ -159,7 +159,7 @@ class KernelBackend(Backend):
         sock = self._opened_socket("poll")
         if self._netlink_permitted:
             try:
-                with collector_paused():
+                with collector.paused():
                     dump = sock.read_all(skipped)
             except (NetlinkError, OSError) as exc:
                 if _errno_of(exc) not in (errno.EPERM, errno.EACCES):

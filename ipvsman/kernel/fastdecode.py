@@ -23,9 +23,7 @@ decoders give equal values.
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import gc
 import operator
 import socket
 import struct
@@ -225,23 +223,6 @@ class BatchMarshal(Marshal):
         item.messages = batch
         item.header["error"] = None
         return item
-
-
-@contextlib.contextmanager
-def collector_paused():
-    """Pause the cyclic garbage collector while a poll builds its model values.
-
-    A poll of 1,000 services makes some 100,000 objects, none of them in a cycle; the
-    collector would stop every 700 allocations and now and then walk every object alive (the
-    snapshots the dashboard holds included): a fifth of the decoding time.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # -- requests -------------------------------------------------------------------------------

@@ -18,12 +18,11 @@ does not parse is counted, never raised.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import socket
 from collections.abc import Iterable
 
+from ipvsman import collector
 from ipvsman.model import Connection
 
 CONN_FILE = "ip_vs_conn"
@@ -79,22 +78,6 @@ def _address(text: str, cache: dict) -> str:
     return address
 
 
-@contextlib.contextmanager
-def _collector_paused():
-    """Pause the cyclic garbage collector while building many tuples.
-
-    Tuples of strings cannot form cycles, but every 700 allocations the collector would walk
-    the growing list again: pausing it halves the time of a 200,000-entry parse.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _lines(text: str) -> Iterable[str]:
     lines = text.splitlines()
     if lines and lines[0].startswith(HEADER_PREFIX):
@@ -104,7 +87,7 @@ def _lines(text: str) -> Iterable[str]:
 
 def parse_conn(text: str) -> tuple[list[Connection], int]:
     """Parse /proc/net/ip_vs_conn; returns the connections and the number of malformed lines."""
-    with _collector_paused():
+    with collector.paused():
         return _parse_conn(text)
 
 
@@ -162,7 +145,7 @@ def _parse_conn(text: str) -> tuple[list[Connection], int]:
 
 def parse_conn_sync(text: str) -> tuple[list[Connection], int]:
     """Parse /proc/net/ip_vs_conn_sync (with Origin); returns connections and malformed lines."""
-    with _collector_paused():
+    with collector.paused():
         return _parse_conn_sync(text)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import urwid
 
-from ipvsman import vips
+from ipvsman import collector, vips
 from ipvsman.drift import DriftReport, dests_to_add, find_drift, reload_restores_weight, reload_warning
 from ipvsman.model import FORWARD_LABELS, WEIGHT_MAX, DestKey, ServiceKey, Snapshot, join_host_port
 from ipvsman.names import Names
@@ -56,6 +56,7 @@ from ipvsman.ui.widgets import fmt_age, fmt_count
 MIN_COLS, MIN_ROWS = 80, 24
 WIDE_COLS = 100  # from here on the tab bar has room for the views' full titles
 TICK_SECONDS = 1.0
+KEY_QUIET_SECONDS = 1.0  # no scheduled garbage collection this soon after a key
 PROGRESS_SECONDS = 60.0  # a progress line stays this long unless the next one or the outcome replaces it
 VIEW_CLASSES = (VirtualServersView, BindingsView, RealServersView, ConnectionsView, SyncView)
 NAV_KEYS = {
@@ -195,6 +196,9 @@ class Dashboard:
         self.weight_step = _option(options, "weight_step", 1)
         self.keymap = KEYMAP
         self.loop: urwid.MainLoop | None = None
+        # run() starts it: full collections between frames, none in the middle of one (ipvsman.collector)
+        self.collector = collector.Schedule()
+        self._last_key_at = float("-inf")  # time.monotonic() of the last key or mouse event
 
         self.views: list[View] = [cls() for cls in VIEW_CLASSES]
         self.view = self.views[0]
@@ -301,6 +305,7 @@ class Dashboard:
 
     def keypress(self, size, key: str) -> str | None:
         self._size = size
+        self._last_key_at = time.monotonic()
         command = self.keymap.lookup(key, self.contexts())
         if command is None:
             if self.prompt is not None:
@@ -318,6 +323,7 @@ class Dashboard:
 
     def mouse_event(self, size, event, button, col, row, focus) -> bool:
         self._size = size
+        self._last_key_at = time.monotonic()
         if event == "mouse press" and button in WHEEL_BUTTONS:
             return self.keypress(size, WHEEL_BUTTONS[button]) is None
         return bool(self.top.body.mouse_event(size, event, button, col, row, focus))
@@ -583,7 +589,14 @@ class Dashboard:
 
     def _on_tick(self, loop, _data=None) -> None:
         self.tick()
+        self.collect_garbage_if_idle()
         loop.set_alarm_in(TICK_SECONDS, self._on_tick)
+
+    def collect_garbage_if_idle(self) -> float | None:
+        """A scheduled full collection, unless a key came within the last second (the user is busy)."""
+        if time.monotonic() - self._last_key_at < KEY_QUIET_SECONDS:
+            return None
+        return self.collector.collect_if_due()
 
     def on_director_sample(self, sample: DirectorSample) -> None:
         """Watcher thread: hand the sample to the loop."""
@@ -1287,11 +1300,13 @@ def run(options: argparse.Namespace, backend) -> int:
     # The threads start once the loop runs: call_from_thread refuses calls before that.
     loop.set_alarm_in(0, lambda *_: (poller.start(), watcher.start()))
     status = 0
+    dashboard.collector.start()
     try:
         loop.run()
     except KeyboardInterrupt:
         status = 130
     finally:
+        dashboard.collector.stop()
         if dashboard.job is not None:
             dashboard.job.cancel()
         watcher.stop()

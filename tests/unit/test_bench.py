@@ -117,8 +117,9 @@ def test_the_screen_benchmark_at_a_tiny_size():
     for view in views:
         assert sum(label.startswith(f"{view} view:") for label in labels) == 3
     assert all(figure.value is not None and figure.value > 0 for figure in report.figures if figure.label[0] != "k")
-    in_flight = report.figures[-1]
+    in_flight, collection = report.figures[-2:]
     assert in_flight.label.startswith("key to frame while a poll is in flight")
+    assert collection.label.startswith("a scheduled full garbage collection") and collection.value >= 0
     assert [growth.size_label for growth in report.growth] == ["services", "connections"]
     assert all(len(growth.rows) == 2 for growth in report.growth)
     assert "Growth: frame after a new snapshot, by services" in render(report)
