@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -284,6 +285,10 @@ class Snapshot:
     dest_history: Mapping[DestKey, tuple[int, ...]] = field(default_factory=dict)  # cps
     error: str | None = None  # the last poll's error; state is then the last good one
     paused: bool = False
+    # Changes whenever which services and real servers there are, or their order, changes:
+    # positions in `services` (and in each service's dests) taken from one snapshot hold in
+    # every snapshot of the same layout. None when unknown (hand-made snapshots): no reuse.
+    layout: int | None = None
 
     @property
     def services(self) -> tuple[Service, ...]:
@@ -306,6 +311,12 @@ class Snapshot:
     def find_dest(self, key: DestKey) -> Dest | None:
         service = self.find_service(key.service)
         return service.find_dest(key.address, key.port) if service else None
+
+
+def layout_signature(services: Iterable[Service]) -> tuple:
+    """What Snapshot.layout numbers: each service's key with its real servers' addresses and ports, in order."""
+    address_and_port = operator.attrgetter("address", "port")
+    return tuple((service.key, tuple(map(address_and_port, service.dests))) for service in services)
 
 
 def join_host_port(address: str, port: int) -> str:

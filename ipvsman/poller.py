@@ -19,6 +19,7 @@ from ipvsman.model import (
     ServiceKey,
     Snapshot,
     StateCounts,
+    layout_signature,
 )
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class Poller(threading.Thread):
         self._paused = threading.Event()
         self._seq = 0
         self._last_good: RawState | None = None
+        self._layout = 0  # Snapshot.layout: counts changes of layout_signature
+        self._layout_signature: tuple | None = None
         self._last_histories: tuple[dict, dict] = ({}, {})
         self._last_aggregates: tuple[dict, dict] = ({}, {})
         self.open_error: str | None = None
@@ -300,6 +303,10 @@ class Poller(threading.Thread):
                 error = f"poll failed: {type(exc).__name__}: {exc}"
         if state is not None:
             self._last_good = state
+            signature = layout_signature(state.services)
+            if signature != self._layout_signature:
+                self._layout_signature = signature
+                self._layout += 1
             self._last_histories = self._history.add(state.services)
             if state.connections is not None:
                 self._last_aggregates = aggregate_connections(state.services, state.connections)
@@ -325,6 +332,7 @@ class Poller(threading.Thread):
             dest_history=self._last_histories[1],
             error=error,
             paused=paused,
+            layout=self._layout if self._layout_signature is not None else None,
         )
 
 

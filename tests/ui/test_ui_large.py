@@ -139,3 +139,28 @@ def test_a_selected_service_that_goes_leaves_the_selection_on_a_neighbour(large_
     # The row that took its place (the VIP's other service) is selected: the nearest at or above it.
     assert board.view.selection() == service_key(4_001)
     assert board.view.walker.focus == position
+
+
+def test_view_3_keeps_its_rows_while_the_layout_holds_and_shows_each_new_snapshot(large_snapshot):
+    import dataclasses
+
+    board = large_board(dataclasses.replace(large_snapshot, layout=1))
+    board.keypress(SIZE, "3")
+    assert board.view.select(("rs", "172.16.9.100"))
+    board.keypress(SIZE, "down")
+    selected = board.view.selection()
+    blocks = board.view.walker.blocks
+    screen(board, SIZE)
+    # The same layout, every weight changed: the same blocks, drawn from the new snapshot.
+    board.apply_snapshot(dataclasses.replace(make_snapshot(seq=3, services=large_services(weight=7), connections=()),
+                                             layout=1))  # fmt: skip
+    assert board.view.walker.blocks is blocks
+    assert board.view.selection() == selected
+    weights = [line.split("weight")[1].split()[0] for line in screen(board, SIZE) if "-> :8080 weight" in line]
+    assert weights and set(weights) == {"7"}
+    # A new layout (one service less): grouped again.
+    fewer = dataclasses.replace(make_snapshot(seq=4, services=large_services(weight=7)[1:], connections=()), layout=2)
+    board.apply_snapshot(fewer)
+    assert board.view.walker.blocks is not blocks
+    assert len(board.view.walker) == EXPECTED_ROWS["3"] - DESTS
+    assert board.view.selection() == selected

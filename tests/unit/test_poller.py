@@ -296,3 +296,22 @@ def test_assured_templates_are_not_counted_and_port0_fwmark_servers_match_by_add
     assert by_service[fwmark]["ESTABLISHED"] == 1
     assert by_service[fwmark].total == 1
     assert by_dest[service.dest_key(service.dests[0])].total == 1
+
+
+def test_the_layout_number_changes_only_when_services_or_real_servers_come_or_go():
+    backend = FlakyBackend()
+    poller = Poller(backend, on_snapshot=lambda snapshot: None)
+    first = poller.poll_once()
+    service = first.services[0]
+    dest = service.dests[0]
+    key = service.dest_key(dest)
+    backend.set_weight(key, dest.weight + 3)
+    second = poller.poll_once()  # new counters and a new weight, the same services and servers
+    assert second.find_dest(key).weight == dest.weight + 3
+    assert first.layout is not None and second.layout == first.layout
+    backend.demo.remove_dest(key)
+    third = poller.poll_once()
+    assert third.find_dest(key) is None and third.layout != second.layout
+    backend.failure = BackendError("gone")
+    failed = poller.poll_once()  # the last good state, so its layout
+    assert failed.error and failed.layout == third.layout

@@ -281,6 +281,25 @@ def group_by_vip(services: Iterable[Service | ConfiguredService]) -> list[tuple[
     return sorted(groups.items(), key=lambda item: (item[0] == "", address_sort_key(item[0])))
 
 
+class VipGroups:
+    """group_by_vip of a snapshot's services, worked out once a layout (Snapshot.layout): the order
+    is kept as positions in `services` and refilled with each new snapshot's services."""
+
+    def __init__(self):
+        self._layout: int | None = None
+        self._positions: list[tuple[str, list[int]]] = []
+
+    def __call__(self, snapshot: Snapshot) -> list[tuple[str, list[Service]]]:
+        services = snapshot.services
+        if snapshot.layout is None or snapshot.layout != self._layout:
+            position_of = {id(service): index for index, service in enumerate(services)}
+            groups = group_by_vip(services)
+            self._positions = [(address, [position_of[id(s)] for s in group]) for address, group in groups]
+            self._layout = snapshot.layout
+            return groups
+        return [(address, [services[index] for index in positions]) for address, positions in self._positions]
+
+
 def vip_title(address: str, ctx: ViewContext) -> str:
     if not address:
         return "Firewall-mark services"
@@ -370,11 +389,13 @@ class KeyedRowWalker(urwid.ListWalker):
         self._previous: dict[Hashable, Row] = {}  # key -> Row made for the blocks before
 
     def set_blocks(self, blocks: list[tuple[int, RowKind, object]]) -> None:
-        starts = list(itertools.accumulate(map(operator.itemgetter(0), blocks), initial=0))  # in C: no loop here
-        total = starts.pop()
+        """Show these blocks; the same list as before (a view reusing its blocks) keeps its positions."""
+        if blocks is not self.blocks:
+            starts = list(itertools.accumulate(map(operator.itemgetter(0), blocks), initial=0))  # in C: no loop here
+            self.total = starts.pop()
+            self.blocks, self.starts = blocks, starts
         self._previous = {row.key: row for row in self._rows.values()}
         self._rows = {}
-        self.blocks, self.starts, self.total = blocks, starts, total
 
     def __len__(self) -> int:
         return self.total

@@ -11,6 +11,7 @@ from ipvsman.ui.views import (
     KeyedListView,
     RowKind,
     ViewContext,
+    VipGroups,
     dest_state,
     drift_text,
     drift_words,
@@ -40,6 +41,8 @@ class BindingsView(KeyedListView):
     def __init__(self):
         super().__init__()
         self.service_width = 10
+        self._groups = VipGroups()
+        self._width_for: tuple | None = None  # what service_width was worked out for
 
     def _fixed(self, ctx: ViewContext) -> int:
         drift = DRIFT if ctx.drift is not None else 0
@@ -55,13 +58,20 @@ class BindingsView(KeyedListView):
         return line.markup
 
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
-        missing = missing_by_vip(ctx.drift)
-        groups = group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
+        if ctx.drift is None:
+            groups = self._groups(snapshot)
+        else:
+            missing = missing_by_vip(ctx.drift)
+            groups = group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        labels = [len(service_label(s.key, ctx.names)) + 1 for _, group in groups for s in group]
-        self.service_width = max(SERVICE_MIN, min(SERVICE_MAX, max(labels)))
+        # The column fits the labels, which depend on the services and the names only.
+        width_for = (snapshot.layout, ctx.drift is None, ctx.names, ctx.names.show, ctx.names.version)
+        if snapshot.layout is None or width_for != self._width_for:
+            labels = [len(service_label(s.key, ctx.names)) + 1 for _, group in groups for s in group]
+            self.service_width = max(SERVICE_MIN, min(SERVICE_MAX, max(labels)))
+            self._width_for = width_for
         self.column_header.set_text(self.header(ctx))
         server_width = max(1, self.width - self._fixed(ctx))
         vip_rows, service_rows = VipTitleRows(self, ctx), ServiceRows(self, ctx, server_width)

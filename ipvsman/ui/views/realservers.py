@@ -35,6 +35,8 @@ class RealServersView(KeyedListView):
         super().__init__()
         self._addresses: set[str] = set()  # the real server addresses _order was sorted from
         self._order: list[str] = []
+        self._kind: ServerRows | None = None
+        self._reused: tuple | None = None  # (layout, blocks) while the layout and its grouping hold
 
     def header(self, ctx: ViewContext):
         width = self.width
@@ -43,30 +45,41 @@ class RealServersView(KeyedListView):
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
         report = ctx.drift
         drift_only = ctx.drift_only and report is not None
-        # Each real server address with (service, dest) of every service it serves, in service order:
-        # the one pass over all real servers, with no key made unless the drift filter needs it.
-        servers: dict[str, list[tuple[Service, Dest | ConfiguredDest]]] = {}
-        for service in sorted(snapshot.services, key=lambda s: service_sort_key(s.key)):
-            entries = service.dests
-            if report is not None:
-                entries = entries + tuple(report.missing_dests.get(service.key, ()))
-            for dest in entries:
-                if drift_only and not report.kinds(DestKey(service.key, dest.address, dest.port)):
+        layout = snapshot.layout if report is None else None  # drift adds rows of its own each poll
+        if self._reused is not None and layout is not None and self._reused[0] == layout:
+            blocks = self._reused[1]
+            self._kind.show(snapshot, ctx)  # same rows, each resolved in the new snapshot when drawn
+            return blocks
+        self._reused = None
+        # Services in display order, each with its entries: its real servers, then the configured
+        # ones the kernel lacks. Rows refer to entries by (service position, entry position).
+        by_position = sorted(range(len(snapshot.services)), key=lambda i: service_sort_key(snapshot.services[i].key))
+        entries_of = entries_in_order(snapshot, by_position, report)
+        # Each real server address with the (service, entry) positions of every service it serves,
+        # in service order: the one pass over all real servers.
+        servers: dict[str, list[tuple[int, int]]] = {}
+        for position, entries in enumerate(entries_of):
+            service_key = snapshot.services[by_position[position]].key
+            for index, dest in enumerate(entries):
+                if drift_only and not report.kinds(DestKey(service_key, dest.address, dest.port)):
                     continue
                 found = servers.get(dest.address)
                 if found is None:
-                    servers[dest.address] = [(service, dest)]
+                    servers[dest.address] = [(position, index)]
                 else:
-                    found.append((service, dest))
+                    found.append((position, index))
         if not servers:
             text = " no real server drifts" if drift_only else " no real servers"
             return [(1, READY, (("empty",), [("dim", text)], False))]
         order = self._address_order(servers)
-        kind = ServerRows(self, snapshot, ctx, servers[order[0]])
+        kind = self._kind = ServerRows(self, servers[order[0]])
+        kind.show(snapshot, ctx, by_position, entries_of)
         # One block a real server address: a blank line before all but the first, its line, a row a
         # service. The payload is the address's list alone (one tuple fewer a block to allocate).
         blocks = [(len(entries) + 2, kind, entries) for entries in map(servers.__getitem__, order)]
         blocks[0] = (blocks[0][0] - 1, kind, blocks[0][2])
+        if layout is not None:
+            self._reused = (layout, blocks)
         return blocks
 
     def _address_order(self, servers: dict) -> list[str]:
@@ -126,24 +139,49 @@ class RealServersView(KeyedListView):
         return line.add(" MISSING ", None, "drift").markup
 
 
+def entries_in_order(snapshot: Snapshot, by_position: list[int], report) -> list[tuple]:
+    """For each service in display order: its real servers, then the configured ones it lacks."""
+    services = snapshot.services
+    if report is None:
+        return [services[index].dests for index in by_position]
+    missing = report.missing_dests
+    return [services[index].dests + tuple(missing.get(services[index].key, ())) for index in by_position]
+
+
 class ServerRows(RowKind):
-    """The rows of one real server address in view 3; payload [(service, dest)...] of that address
-    (a dest is a ConfiguredDest where the kernel lacks the server); a blank line first but for the
-    first address's block."""
+    """The rows of one real server address in view 3; payload [(service position, entry position)...]
+    of that address, resolved in the snapshot shown (an entry is a ConfiguredDest where the kernel
+    lacks the server); a blank line first but for the first address's block.
 
-    def __init__(self, view: RealServersView, snapshot: Snapshot, ctx: ViewContext, first: list):
-        self.view, self.snapshot, self.ctx, self.first = view, snapshot, ctx, first
+    While the layout holds the view keeps its blocks and `show`s each new snapshot here instead."""
 
-    def _unpack(self, entries: list) -> tuple[int, str, list]:
-        return (entries is not self.first), entries[0][1].address, entries
+    def __init__(self, view: RealServersView, first: list):
+        self.view, self.first = view, first
+        self.snapshot: Snapshot | None = None
+        self.ctx: ViewContext | None = None
+        self.by_position: list[int] = []
+        self.entries_of: list[tuple] = []
+
+    def show(self, snapshot: Snapshot, ctx: ViewContext, by_position=None, entries_of=None) -> None:
+        self.snapshot, self.ctx = snapshot, ctx
+        if by_position is not None:
+            self.by_position = by_position
+        self.entries_of = entries_of if entries_of is not None else entries_in_order(snapshot, self.by_position, None)
+
+    def _entry(self, pair: tuple[int, int]) -> tuple[Service, Dest | ConfiguredDest]:
+        position, index = pair
+        return self.snapshot.services[self.by_position[position]], self.entries_of[position][index]
+
+    def _unpack(self, pairs: list) -> tuple[int, str, list]:
+        return (pairs is not self.first), self._entry(pairs[0])[1].address, pairs
 
     def key(self, payload, offset):
-        gap, address, entries = self._unpack(payload)
+        gap, address, pairs = self._unpack(payload)
         if offset < gap:
             return ("gap", address)
         if offset == gap:
             return ("rs", address)
-        service, dest = entries[offset - gap - 1]
+        service, dest = self._entry(pairs[offset - gap - 1])
         key = DestKey(service.key, dest.address, dest.port)
         return ("missing", key) if isinstance(dest, ConfiguredDest) else key
 
@@ -151,20 +189,20 @@ class ServerRows(RowKind):
         return offset >= (payload is not self.first)
 
     def markup(self, payload, offset):
-        gap, address, entries = self._unpack(payload)
+        gap, address, pairs = self._unpack(payload)
         view, ctx = self.view, self.ctx
         if offset < gap:
             return [""]
         if offset == gap:
-            return view._server_line(address, entries, self.snapshot, ctx)
-        service, dest = entries[offset - gap - 1]
+            return view._server_line(address, list(map(self._entry, pairs)), self.snapshot, ctx)
+        service, dest = self._entry(pairs[offset - gap - 1])
         key = DestKey(service.key, dest.address, dest.port)
         if isinstance(dest, ConfiguredDest):
             return view._missing_line(key, dest, ctx)
         return view._service_lines(service, dest, self.snapshot, ctx)
 
     def find(self, payload, count, key):
-        gap, address, entries = self._unpack(payload)
+        gap, address, pairs = self._unpack(payload)
         if isinstance(key, tuple) and len(key) == 2 and key[0] in ("gap", "rs"):
             if key[1] != address or (key[0] == "gap" and not gap):
                 return None
@@ -174,7 +212,8 @@ class ServerRows(RowKind):
             key = key[1]
         if not isinstance(key, DestKey) or key.address != address:
             return None
-        for index, (service, dest) in enumerate(entries):
+        for index, pair in enumerate(pairs):
+            service, dest = self._entry(pair)
             if dest.port == key.port and service.key == key.service and isinstance(dest, ConfiguredDest) == missing:
                 return gap + 1 + index
         return None

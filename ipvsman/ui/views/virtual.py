@@ -10,6 +10,7 @@ from ipvsman.ui.views import (
     KeyedListView,
     RowKind,
     ViewContext,
+    VipGroups,
     connection_total,
     drift_text,
     group_by_vip,
@@ -39,21 +40,29 @@ class VirtualServersView(KeyedListView):
     def __init__(self):
         super().__init__()
         self.label_width = LABEL_MIN
-        self._labels: dict = {}  # service key -> label, worked out once per build
+        self._labels: dict = {}  # service key -> label
+        self._labels_for: tuple | None = None  # what _labels were worked out for
+        self._groups = VipGroups()
 
     def header(self, ctx: ViewContext):
         width = self.width
         return Line(width).add(" VIRTUAL SERVER / SERVICE", width - 14).add("CONNECTIONS", 13, align=">").markup
 
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
-        missing = missing_by_vip(ctx.drift)
-        services = shown_services(snapshot, ctx) + [s for group in missing.values() for s in group]
-        groups = group_by_vip(services)
+        if ctx.drift is None:
+            groups = self._groups(snapshot)
+        else:
+            missing = missing_by_vip(ctx.drift)
+            groups = group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        self._labels = {s.key: self._label(s.key, ctx) for _, group in groups for s in group}
-        self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
+        # Labels depend on the services and the names only: kept while neither changes.
+        labels_for = (snapshot.layout, ctx.drift is None, ctx.names, ctx.names.show, ctx.names.version)
+        if snapshot.layout is None or labels_for != self._labels_for:
+            self._labels = {s.key: self._label(s.key, ctx) for _, group in groups for s in group}
+            self._labels_for = labels_for
+            self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
         kind = VipRows(self, snapshot, ctx)
         # One block a VIP: a blank line before all but the first, its title, a row a service.
         return [(len(group) + 1 + (index > 0), kind, (index > 0, address, group)) for index, (address, group) in
