@@ -63,14 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
+def number_type(what: str, low: float, high: float | None = None, *, whole: bool = False, above: bool = False):
+    """An argparse type for a number from `low` to `high` (more than `low` when `above`), whose
+    errors are one line naming `what`: "rate must be more than 0, got 0"."""
+
+    def parse(text: str):
+        try:
+            value = int(text, 0) if whole else float(text)
+        except ValueError:
+            kind = "a whole number" if whole else "a number"
+            raise argparse.ArgumentTypeError(f"{what} must be {kind}, got {text!r}") from None
+        if (value <= low if above else value < low) or (high is not None and value > high):
+            bounds = f"more than {low:g}" if above else f"at least {low:g}" if high is None else f"{low:g}-{high:g}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = number_type("interval", 0, above=True)
 
 
 def weight_step(text: str) -> int:

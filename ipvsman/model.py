@@ -28,7 +28,8 @@ SCHEDULER_NAMES = {
     "twos": "Weighted Random Twos Choice",
 }
 
-# Connection states in the order the views list them (as /proc/net/ip_vs_conn spells them).
+# TCP connection states as /proc/net/ip_vs_conn spells them, in the kernel's order (IP_VS_TCP_S_*
+# from ESTABLISHED on), which is also the order the views list them in.
 TCP_STATES = (
     "ESTABLISHED",
     "SYN_SENT",

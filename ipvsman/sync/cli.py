@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn, TextIO
 
+from ipvsman.cli import number_type
 from ipvsman.model import RawState
 from ipvsman.sync.resync import VERIFY_SECONDS, ResyncPlan, build_plan, resolve_settings, run_sync_test
 from ipvsman.sync.sender import (
@@ -31,39 +32,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _int_in(low: int, high: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be {low}-{high}, got {value}")
-        return value
-
-    return parse
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"rate must be a number of connections per second, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"rate must be more than 0, got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be 0-3600 seconds, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -75,16 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_argument_group("where to send (default: the master sync daemon's settings)")
     where.add_argument("--interface", metavar="IF", help="interface to send on (the master daemon's mcast interface)")
-    where.add_argument("--syncid", type=_int_in(0, 255, "syncid"), metavar="N", help="sync id 0-255 (backups drop other ids)")
-    where.add_argument("--group", metavar="ADDR", help="multicast group (default 224.0.0.81)")
-    where.add_argument("--port", type=_int_in(1, 65535, "port"), metavar="N", help="UDP port (default 8848)")
-    where.add_argument("--ttl", type=_int_in(1, 255, "ttl"), metavar="N", help="multicast TTL (default 1)")
     where.add_argument(
-        "--maxlen", type=_int_in(1, 65535, "maxlen"), metavar="BYTES", help="largest message (default 1472 on IPv4)"
+        "--syncid", type=number_type("syncid", 0, 255, whole=True), metavar="N", help="sync id 0-255 (backups drop other ids)"
+    )
+    where.add_argument("--group", metavar="ADDR", help="multicast group (default 224.0.0.81)")
+    where.add_argument(
+        "--port", type=number_type("port", 1, 65535, whole=True), metavar="N", help="UDP port (default 8848)"
+    )
+    where.add_argument(
+        "--ttl", type=number_type("ttl", 1, 255, whole=True), metavar="N", help="multicast TTL (default 1)"
+    )
+    where.add_argument(
+        "--maxlen",
+        type=number_type("maxlen", 1, 65535, whole=True),
+        metavar="BYTES",
+        help="largest message (default 1472 on IPv4)",
     )
     where.add_argument(
         "--sync-version",
-        type=_int_in(0, 1, "sync version"),
+        type=number_type("sync version", 0, 1, whole=True),
         metavar="0|1",
         help="protocol version (default: the net.ipv4.vs.sync_version sysctl)",
     )
@@ -94,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--real-server", metavar="ADDR:PORT", help="only the connections to this real server")
     what.add_argument(
         "--rate",
-        type=_rate,
+        type=number_type("rate", 0, above=True),
         default=DEFAULT_RATE,
         metavar="N",
         help=f"at most N connections per second (default {DEFAULT_RATE:g})",
@@ -109,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--wait",
-        type=_seconds,
+        type=number_type("wait", 0, 3600),
         default=VERIFY_SECONDS,
         metavar="SECONDS",
         help=f"with --test: how long to wait for the backup (default {VERIFY_SECONDS:g})",

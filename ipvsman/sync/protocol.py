@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ipvsman.model import Connection, join_host_port
+from ipvsman.model import TCP_STATES, Connection, join_host_port
 
 # Flag bits of a connection (include/uapi/linux/ip_vs.h, IP_VS_CONN_F_*).
 F_FWD_MASK = 0x0007
@@ -65,20 +65,9 @@ PROTOCOL_NUMBERS = {"IP": 0, "ICMP": 1, "TCP": 6, "UDP": 17, "ESP": 50, "AH": 51
 PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP = 6, 17, 132
 
-# Connection states as the kernel numbers and /proc names them (enum IP_VS_*_S_* and the state name tables).
-TCP_STATE_NAMES = (
-    "NONE",
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "SYNACK",
-)
+# Connection states as the kernel numbers and /proc names them (enum IP_VS_*_S_* and the state name
+# tables); the TCP ones after NONE are model.TCP_STATES, in the kernel's order.
+TCP_STATE_NAMES = ("NONE", *TCP_STATES)
 UDP_STATE_NAMES = ("UDP",)
 SCTP_STATE_NAMES = (
     "NONE",

@@ -319,3 +319,17 @@ def test_sync_test_in_another_namespace_reads_that_namespace(monkeypatch):
     assert asked == ["other"]
     assert "received by the backup in namespace other after" in out
     assert RecordingSocket.opened[0].args[-1] is False
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rate", "fast"], "argument --rate: rate must be a number, got 'fast'"),
+        (["--wait", "3601"], "argument --wait: wait must be 0-3600, got 3601"),
+        (["--maxlen", "0x10000"], "argument --maxlen: maxlen must be 1-65535, got 0x10000"),
+    ],
+)
+def test_every_number_option_names_itself_and_its_bounds(argv, message, capsys):
+    code, out, err = run(argv)
+    assert code == 2
+    assert capsys.readouterr().err == f"ipvsman resync: {message} (see ipvsman resync --help)\n"

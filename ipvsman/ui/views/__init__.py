@@ -299,6 +299,22 @@ class VipGroups:
             return groups
         return [(address, [services[index] for index in positions]) for address, positions in self._positions]
 
+    def shown(self, snapshot: Snapshot, ctx: ViewContext) -> list[tuple[str, list]]:
+        """What views 1 and 2 list: the kernel's services by VIP, or, with a configuration compared,
+        those the drift filter leaves with the configured ones the kernel lacks."""
+        if ctx.drift is None:
+            return self(snapshot)
+        missing = missing_by_vip(ctx.drift)
+        return group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
+
+
+def labels_key(snapshot: Snapshot, ctx: ViewContext) -> tuple | None:
+    """What the service labels of a view depend on: labels worked out for one key hold while it
+    stays the same; None when the layout is unknown (work them out afresh)."""
+    if snapshot.layout is None:
+        return None
+    return (snapshot.layout, ctx.drift is None, ctx.names, ctx.names.show, ctx.names.version)
+
 
 def vip_title(address: str, ctx: ViewContext) -> str:
     if not address:

@@ -15,12 +15,10 @@ from ipvsman.ui.views import (
     dest_state,
     drift_text,
     drift_words,
-    group_by_vip,
     held_markup,
-    missing_by_vip,
+    labels_key,
     server_label,
     service_label,
-    shown_services,
     vip_title,
     weight_markup,
 )
@@ -58,17 +56,12 @@ class BindingsView(KeyedListView):
         return line.markup
 
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
-        if ctx.drift is None:
-            groups = self._groups(snapshot)
-        else:
-            missing = missing_by_vip(ctx.drift)
-            groups = group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
+        groups = self._groups.shown(snapshot, ctx)
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        # The column fits the labels, which depend on the services and the names only.
-        width_for = (snapshot.layout, ctx.drift is None, ctx.names, ctx.names.show, ctx.names.version)
-        if snapshot.layout is None or width_for != self._width_for:
+        width_for = labels_key(snapshot, ctx)  # the column fits the labels
+        if width_for is None or width_for != self._width_for:
             labels = [len(service_label(s.key, ctx.names)) + 1 for _, group in groups for s in group]
             self.service_width = max(SERVICE_MIN, min(SERVICE_MAX, max(labels)))
             self._width_for = width_for

@@ -13,13 +13,11 @@ from ipvsman.ui.views import (
     VipGroups,
     connection_total,
     drift_text,
-    group_by_vip,
     held_markup,
-    missing_by_vip,
+    labels_key,
     port_label,
     rates_text,
     service_drifts,
-    shown_services,
     state_markup,
     vip_title,
 )
@@ -49,17 +47,12 @@ class VirtualServersView(KeyedListView):
         return Line(width).add(" VIRTUAL SERVER / SERVICE", width - 14).add("CONNECTIONS", 13, align=">").markup
 
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
-        if ctx.drift is None:
-            groups = self._groups(snapshot)
-        else:
-            missing = missing_by_vip(ctx.drift)
-            groups = group_by_vip(shown_services(snapshot, ctx) + [s for group in missing.values() for s in group])
+        groups = self._groups.shown(snapshot, ctx)
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        # Labels depend on the services and the names only: kept while neither changes.
-        labels_for = (snapshot.layout, ctx.drift is None, ctx.names, ctx.names.show, ctx.names.version)
-        if snapshot.layout is None or labels_for != self._labels_for:
+        labels_for = labels_key(snapshot, ctx)
+        if labels_for is None or labels_for != self._labels_for:
             self._labels = {s.key: self._label(s.key, ctx) for _, group in groups for s in group}
             self._labels_for = labels_for
             self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
