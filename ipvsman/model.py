@@ -256,6 +256,29 @@ class StateCounts(Mapping[str, int]):
 EMPTY_COUNTS = StateCounts()
 
 
+class DestHistory(Mapping[DestKey, tuple[int, ...]]):
+    """A value per real server, stored by service and then by (address, port): a DestKey's hash is
+    computed in Python, and a poll of 10,000 real servers would hash each several times."""
+
+    __slots__ = ("_by_service",)
+
+    def __init__(self, by_service: Mapping[ServiceKey, Mapping[tuple[str, int], tuple[int, ...]]] | None = None):
+        self._by_service = by_service or {}
+
+    def __getitem__(self, key: DestKey) -> tuple[int, ...]:
+        if not isinstance(key, DestKey):
+            raise KeyError(key)
+        return self._by_service[key.service][(key.address, key.port)]  # KeyError when unknown
+
+    def __iter__(self) -> Iterator[DestKey]:
+        for service, values in self._by_service.items():
+            for address, port in values:
+                yield DestKey(service, address, port)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_service.values()))
+
+
 @dataclass(frozen=True, slots=True)
 class RawState:
     """What a backend returns from one poll, before the poller aggregates it."""
@@ -283,7 +306,7 @@ class Snapshot:
     service_states: Mapping[ServiceKey, StateCounts] = field(default_factory=dict)
     dest_states: Mapping[DestKey, StateCounts] = field(default_factory=dict)
     service_history: Mapping[ServiceKey, tuple[int, ...]] = field(default_factory=dict)  # cps
-    dest_history: Mapping[DestKey, tuple[int, ...]] = field(default_factory=dict)  # cps
+    dest_history: Mapping[DestKey, tuple[int, ...]] = field(default_factory=DestHistory)  # cps
     error: str | None = None  # the last poll's error; state is then the last good one
     paused: bool = False
     # Changes whenever which services and real servers there are, or their order, changes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ipvsman.backend import Backend, BackendError
 from ipvsman.model import (
     Connection,
+    DestHistory,
     DestKey,
     RawState,
     Service,
@@ -145,32 +146,33 @@ def aggregate_connections(
 
 
 class RateHistory:
-    """A bounded history of cps per service and real server; forgets what disappeared."""
+    """A bounded history of cps per service and real server; forgets what disappeared.
+
+    Each poll makes new tuples (the snapshots handed out never change), and real servers are
+    kept by service and (address, port), not by DestKey: see model.DestHistory.
+    """
 
     def __init__(self, length: int = HISTORY_LENGTH):
         self.length = length
-        self._services: dict[ServiceKey, collections.deque] = {}
-        self._dests: dict[DestKey, collections.deque] = {}
+        self._services: dict[ServiceKey, tuple[int, ...]] = {}
+        self._dests: dict[ServiceKey, dict[tuple[str, int], tuple[int, ...]]] = {}
 
-    def add(self, services: Iterable[Service]) -> tuple[dict, dict]:
-        seen_services, seen_dests = set(), set()
+    def add(self, services: Iterable[Service]) -> tuple[dict, DestHistory]:
+        keep = 1 - self.length  # the newest length-1 samples, then this poll's
+        no_dests: dict = {}
+        old_services, old_dests = self._services, self._dests
+        new_services: dict[ServiceKey, tuple[int, ...]] = {}
+        new_dests: dict[ServiceKey, dict[tuple[str, int], tuple[int, ...]]] = {}
         for service in services:
-            seen_services.add(service.key)
-            self._services.setdefault(service.key, collections.deque(maxlen=self.length)).append(
-                service.rates.cps
-            )
+            key = service.key
+            new_services[key] = old_services.get(key, ())[keep:] + (service.rates.cps,)
+            before = old_dests.get(key, no_dests)
+            now = new_dests[key] = {}
             for dest in service.dests:
-                dkey = service.dest_key(dest)
-                seen_dests.add(dkey)
-                self._dests.setdefault(dkey, collections.deque(maxlen=self.length)).append(dest.rates.cps)
-        for gone in self._services.keys() - seen_services:
-            del self._services[gone]
-        for gone in self._dests.keys() - seen_dests:
-            del self._dests[gone]
-        return (
-            {k: tuple(v) for k, v in self._services.items()},
-            {k: tuple(v) for k, v in self._dests.items()},
-        )
+                where = (dest.address, dest.port)
+                now[where] = before.get(where, ())[keep:] + (dest.rates.cps,)
+        self._services, self._dests = new_services, new_dests
+        return new_services, DestHistory(new_dests)
 
 
 class Poller(threading.Thread):
@@ -205,7 +207,7 @@ class Poller(threading.Thread):
         self._last_good: RawState | None = None
         self._layout = 0  # Snapshot.layout: counts changes of layout_signature
         self._layout_signature: tuple | None = None
-        self._last_histories: tuple[dict, dict] = ({}, {})
+        self._last_histories: tuple[dict, DestHistory] = ({}, DestHistory())
         self._last_aggregates: tuple[dict, dict] = ({}, {})
         self.open_error: str | None = None
 

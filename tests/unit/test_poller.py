@@ -315,3 +315,16 @@ def test_the_layout_number_changes_only_when_services_or_real_servers_come_or_go
     backend.failure = BackendError("gone")
     failed = poller.poll_once()  # the last good state, so its layout
     assert failed.error and failed.layout == third.layout
+
+
+def test_the_real_server_history_is_a_mapping_by_dest_key():
+    from ipvsman.model import DestHistory
+
+    web = ServiceKey("inet", "tcp", "10.0.0.1", 80)
+    history = DestHistory({web: {("10.1.0.1", 8080): (1, 2), ("10.1.0.2", 8080): (3,)}})
+    assert history[DestKey(web, "10.1.0.1", 8080)] == (1, 2)
+    assert history.get(DestKey(web, "10.1.0.3", 8080)) is None
+    assert history.get(DestKey(ServiceKey("inet", "udp", "10.0.0.1", 80), "10.1.0.1", 8080)) is None
+    assert history.get(("10.1.0.1", 8080)) is None  # only DestKeys are keys
+    assert len(history) == 2 and set(history) == {DestKey(web, "10.1.0.1", 8080), DestKey(web, "10.1.0.2", 8080)}
+    assert dict(history) == {DestKey(web, "10.1.0.1", 8080): (1, 2), DestKey(web, "10.1.0.2", 8080): (3,)}
