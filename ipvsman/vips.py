@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def read_vip_owners(
     return vip_owners(services, addresses, vrrp_instances), None
 
 
+@functools.lru_cache(maxsize=65536)
 def _normal(address: str) -> str:
     try:
         return str(ipaddress.ip_address(address))

@@ -208,6 +208,7 @@ class Dashboard:
         self.drained: dict[DestKey, int] = {}
         self.held: dict[str, str] | None = None
         self.owners: dict[str, vips.VipOwner] | None = None  # VIP -> where it is held, while `held` is known
+        self._owners_for: tuple | None = None  # what `owners` were worked out from
         self.drift: DriftReport | None = None  # against configs.drift_source, for the snapshot on screen
         self.drift_only = False
         self.health = None
@@ -523,13 +524,19 @@ class Dashboard:
         """Where each VIP (of the kernel's services and the configured ones it lacks) is held, and for
         which vrrp_instance: from the watcher's address list, so no netlink in this thread."""
         if self.held is None:
-            self.owners = None
+            self.owners = self._owners_for = None
+            return
+        layout = self.snapshot.layout if self.snapshot is not None else None
+        # The same services, addresses held and configuration give the same owners: kept until one changes.
+        owners_for = (layout, dict(self.held), self.drift is None)
+        if layout is not None and self.drift is None and owners_for == self._owners_for:
             return
         services = list(self.snapshot.services) if self.snapshot is not None else []
         if self.drift is not None:
             services += [configured.key for configured in self.drift.missing_services]
         owners = vips.vip_owners(services, self.held.items(), self.configs.vrrp_instances)
         self.owners = {owner.address: owner for owner in owners.values()}
+        self._owners_for = owners_for
 
     def _settle_pending(self, snapshot: Snapshot) -> None:
         for key, change in list(self.pending.items()):

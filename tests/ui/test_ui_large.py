@@ -164,3 +164,24 @@ def test_view_3_keeps_its_rows_while_the_layout_holds_and_shows_each_new_snapsho
     assert board.view.walker.blocks is not blocks
     assert len(board.view.walker) == EXPECTED_ROWS["3"] - DESTS
     assert board.view.selection() == selected
+
+
+def test_where_vips_are_held_follows_the_address_list_while_the_layout_holds():
+    import dataclasses
+
+    from uihelpers import HEALTH
+
+    from ipvsman.ui.health import DirectorSample
+
+    board = make_dashboard(FakePoller(), Clock())
+    board.apply_snapshot(dataclasses.replace(make_snapshot(seq=1), layout=1))
+    board.apply_director(HEALTH)  # 192.0.2.10 held on eth0
+    assert board.owners["192.0.2.10"].interface == "eth0"
+    board.apply_snapshot(dataclasses.replace(make_snapshot(seq=2), layout=1))
+    assert board.owners["192.0.2.10"].interface == "eth0"
+    board.apply_director(DirectorSample(HEALTH.health, held={"192.0.2.10": "bond0"}))
+    assert board.owners["192.0.2.10"].interface == "bond0"
+    board.apply_director(DirectorSample(HEALTH.health, held={}))  # the VRRP peer took it
+    board.apply_snapshot(dataclasses.replace(make_snapshot(seq=3), layout=1))
+    assert board.owners["192.0.2.10"].interface is None
+    assert any("not held here" in line for line in screen(board))
