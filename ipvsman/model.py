@@ -193,6 +193,10 @@ class Timeouts:
     udp: int = 0
 
 
+# The states the kernel gives persistence templates (ip_vs_ctpl_state_name_table).
+TEMPLATE_STATES = frozenset(("NONE", "ASSURED"))
+
+
 class Connection(NamedTuple):
     """One entry of the connection table (/proc/net/ip_vs_conn). A tuple: there may be a million."""
 
@@ -213,7 +217,7 @@ class Connection(NamedTuple):
     def is_template(self) -> bool:
         # The kernel names a template's state NONE, or ASSURED once a connection through it
         # was established (ip_vs_ctpl_state_name_table).
-        return self.protocol == "IP" or self.state in ("NONE", "ASSURED")
+        return self.protocol == "IP" or self.state in TEMPLATE_STATES
 
 
 class StateCounts(Mapping[str, int]):
