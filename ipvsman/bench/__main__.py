@@ -21,7 +21,7 @@ from pathlib import Path
 from ipvsman import guest
 from ipvsman.bench import BENCHMARKS, KERNEL_BENCHMARKS, Report, render
 
-GUEST_TIMEOUT = 45 * 60
+GUEST_TIMEOUT = 90 * 60  # a full run takes about 45 minutes in the emulated guest
 
 
 @dataclass
