@@ -1,4 +1,4 @@
-"""When Python's cyclic garbage collector runs: never in the middle of a poll, and for the dashboard only when it is idle.
+"""When Python's cyclic garbage collector may run: never during a poll, in the dashboard only between frames.
 
 Everything ipvsman builds each second (snapshots, rows, connection tuples) is acyclic and freed
 by reference counting the moment it is replaced. The automatic collector does not know that: at
