@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ipvsman import collector
 from ipvsman.model import Connection
@@ -58,6 +58,29 @@ def _port(text: str) -> int:
     return value
 
 
+# The same few words (protocols, states, origins) and expiry counts come on every line: one
+# shared object for each, instead of a new string or int per connection (at 200,000
+# connections that is some 30 MB). Bounded, since the text is the kernel's, not ours.
+_words: dict[str, str] = {}
+_expiry_counts: dict[str, int] = {}
+SHARED_LIMIT = 1 << 16
+
+
+def _word(text: str) -> str:
+    if len(_words) < SHARED_LIMIT:
+        _words[text] = text
+    return text
+
+
+def _expires(text: str) -> int:
+    if not (text.isdigit() and text.isascii()):
+        raise ValueError(text)
+    value = int(text)
+    if len(_expiry_counts) < SHARED_LIMIT:
+        _expiry_counts[text] = value
+    return value
+
+
 def hex_to_ipv4(text: str) -> str:
     """'0A000001' (as /proc prints an IPv4 address) -> '10.0.0.1'; ValueError when malformed."""
     if len(text) != 8:
@@ -65,7 +88,7 @@ def hex_to_ipv4(text: str) -> str:
     return _inet_ntoa(_fromhex(text))
 
 
-def _address(text: str, cache: dict) -> str:
+def _address(text: str, cache: dict, limit: int | None = None) -> str:
     address = cache.get(text)
     if address is None:
         if len(text) == 8:
@@ -74,31 +97,45 @@ def _address(text: str, cache: dict) -> str:
             address = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, text))  # compressed form
         else:
             raise ValueError(f"bad address {text!r}")
-        cache[text] = address
+        if limit is None or len(cache) < limit:
+            cache[text] = address
     return address
 
 
-def _lines(text: str) -> Iterable[str]:
-    lines = text.splitlines()
-    if lines and lines[0].startswith(HEADER_PREFIX):
-        return lines[1:]
-    return lines
+# Clients repeat when one client has many connections, but a large table is mostly distinct
+# clients: caching them all would hold a second copy of every address while the table is
+# parsed (20 MB at 200,000 entries), so only the first few thousand are kept.
+CLIENT_CACHE_LIMIT = 8192
 
 
-def parse_conn(text: str) -> tuple[list[Connection], int]:
-    """Parse /proc/net/ip_vs_conn; returns the connections and the number of malformed lines."""
+def _lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines after the header line (when there is one)."""
+    lines = iter(lines)
+    for first in lines:
+        if not first.startswith(HEADER_PREFIX):
+            yield first
+        break
+    yield from lines
+
+
+def parse_conn(text: str | Iterable[str]) -> tuple[list[Connection], int]:
+    """Parse /proc/net/ip_vs_conn (its text, or its lines); returns the connections and the number
+    of malformed lines."""
     with collector.paused():
-        return _parse_conn(text)
+        return _parse_conn(text.splitlines() if isinstance(text, str) else text)
 
 
-def _parse_conn(text: str) -> tuple[list[Connection], int]:
+def _parse_conn(lines: Iterable[str]) -> tuple[list[Connection], int]:
     connections = []
     append = connections.append
-    addresses: dict[str, str] = {}
+    addresses: dict[str, str] = {}  # virtual and real server addresses: few
     address_get = addresses.get
+    clients: dict[str, str] = {}
+    client_get = clients.get
     port_get = _port_cache.get
+    word_get, expires_get = _words.get, _expiry_counts.get
     malformed = 0
-    for line in _lines(text):
+    for line in _lines(lines):
         # PEData runs to the end of the line and may hold spaces: split off at most 11 fields.
         fields = line.split(None, 10)
         count = len(fields)
@@ -116,22 +153,20 @@ def _parse_conn(text: str) -> tuple[list[Connection], int]:
             continue
         protocol, client, cport, virtual, vport, dest, dport, state, expires = fields[:9]
         try:
-            if not (expires.isdigit() and expires.isascii()):
-                raise ValueError(expires)
             # Lookups are inlined (get, then the slow path) because this runs once per entry.
             append(
                 _new_connection(
                     Connection,
                     (
-                        protocol,
-                        address_get(client) or _address(client, addresses),
+                        word_get(protocol) or _word(protocol),
+                        client_get(client) or _address(client, clients, CLIENT_CACHE_LIMIT),
                         port_get(cport) or _port(cport),
                         address_get(virtual) or _address(virtual, addresses),
                         port_get(vport) or _port(vport),
                         address_get(dest) or _address(dest, addresses),
                         port_get(dport) or _port(dport),
-                        state,
-                        int(expires),
+                        word_get(state) or _word(state),
+                        expires_get(expires) or _expires(expires),
                         None,
                         pe_name,
                         pe_data,
@@ -143,20 +178,24 @@ def _parse_conn(text: str) -> tuple[list[Connection], int]:
     return connections, malformed
 
 
-def parse_conn_sync(text: str) -> tuple[list[Connection], int]:
-    """Parse /proc/net/ip_vs_conn_sync (with Origin); returns connections and malformed lines."""
+def parse_conn_sync(text: str | Iterable[str]) -> tuple[list[Connection], int]:
+    """Parse /proc/net/ip_vs_conn_sync (with Origin; its text, or its lines); returns connections and
+    malformed lines."""
     with collector.paused():
-        return _parse_conn_sync(text)
+        return _parse_conn_sync(text.splitlines() if isinstance(text, str) else text)
 
 
-def _parse_conn_sync(text: str) -> tuple[list[Connection], int]:
+def _parse_conn_sync(lines: Iterable[str]) -> tuple[list[Connection], int]:
     connections = []
     append = connections.append
-    addresses: dict[str, str] = {}
+    addresses: dict[str, str] = {}  # virtual and real server addresses: few
     address_get = addresses.get
+    clients: dict[str, str] = {}
+    client_get = clients.get
     port_get = _port_cache.get
+    word_get, expires_get = _words.get, _expiry_counts.get
     malformed = 0
-    for line in _lines(text):
+    for line in _lines(lines):
         fields = line.split()
         if len(fields) != 10:
             if fields:
@@ -166,22 +205,20 @@ def _parse_conn_sync(text: str) -> tuple[list[Connection], int]:
         try:
             if origin != "LOCAL" and origin != "SYNC":
                 raise ValueError(origin)
-            if not (expires.isdigit() and expires.isascii()):
-                raise ValueError(expires)
             append(
                 _new_connection(
                     Connection,
                     (
-                        protocol,
-                        address_get(client) or _address(client, addresses),
+                        word_get(protocol) or _word(protocol),
+                        client_get(client) or _address(client, clients, CLIENT_CACHE_LIMIT),
                         port_get(cport) or _port(cport),
                         address_get(virtual) or _address(virtual, addresses),
                         port_get(vport) or _port(vport),
                         address_get(dest) or _address(dest, addresses),
                         port_get(dport) or _port(dport),
-                        state,
-                        int(expires),
-                        origin,
+                        word_get(state) or _word(state),
+                        expires_get(expires) or _expires(expires),
+                        word_get(origin) or _word(origin),
                         "",
                         "",
                     ),
@@ -220,6 +257,17 @@ def read_text(path: str) -> str:
         return handle.read()
 
 
+# Lines are parsed as they are read, 1 MB at a time: the table's text is never all in memory
+# (30 MB at 200,000 entries, plus as much again split into lines). Few, large reads also
+# matter for the kernel's time: every read() of these files walks its hash table from the start.
+READ_BUFFER = 1 << 20
+
+
+def _parse_file(path: str, parse) -> tuple[list[Connection], int]:
+    with open(path, encoding="ascii", errors="replace", buffering=READ_BUFFER) as handle:
+        return parse(handle)
+
+
 def read_connections(directory: str, want_pe_data: bool = False) -> tuple[list[Connection], int]:
     """The connection table of `directory` (see net_dir), with origins when the kernel shows them.
 
@@ -227,12 +275,11 @@ def read_connections(directory: str, want_pe_data: bool = False) -> tuple[list[C
     `want_pe_data` (some service has a persistence engine). Raises OSError when neither exists.
     """
     try:
-        text = read_text(os.path.join(directory, CONN_SYNC_FILE))
+        connections, malformed = _parse_file(os.path.join(directory, CONN_SYNC_FILE), parse_conn_sync)
     except FileNotFoundError:
-        return parse_conn(read_text(os.path.join(directory, CONN_FILE)))
-    connections, malformed = parse_conn_sync(text)
+        return _parse_file(os.path.join(directory, CONN_FILE), parse_conn)
     if want_pe_data:
-        with_pe, malformed_pe = parse_conn(read_text(os.path.join(directory, CONN_FILE)))
+        with_pe, malformed_pe = _parse_file(os.path.join(directory, CONN_FILE), parse_conn)
         connections = merge_pe_data(connections, with_pe)
         malformed += malformed_pe
     return connections, malformed

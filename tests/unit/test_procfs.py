@@ -272,3 +272,29 @@ def test_sync_version(tmp_path):
     path.write_text("x\n")
     assert procfs.read_sync_version(str(path)) is None
     assert procfs.read_sync_version(str(tmp_path / "absent")) is None
+
+
+def test_files_are_parsed_as_they_are_read_with_the_same_result_as_their_text(tmp_path):
+    (tmp_path / procfs.CONN_FILE).write_text(CONN)
+    streamed, malformed = procfs.read_connections(str(tmp_path))
+    assert (streamed, malformed) == procfs.parse_conn(CONN)
+    (tmp_path / procfs.CONN_SYNC_FILE).write_text(CONN_SYNC)
+    assert procfs.read_connections(str(tmp_path)) == procfs.parse_conn_sync(CONN_SYNC)
+    assert procfs.parse_conn(CONN.splitlines()[1:]) == procfs.parse_conn(CONN)  # no header line
+
+
+def test_shared_words_and_counts_never_cross_fields():
+    # A hostile line whose state looks like a count must not make a later expiry a string.
+    text = "TCP 0A620102 9C40 0A620164 0050 0A620202 1F90 4242            7\n" \
+           "TCP 0A620102 9C41 0A620164 0050 0A620202 1F90 ESTABLISHED  4242\n"  # fmt: skip
+    (first, second), malformed = procfs.parse_conn(text)
+    assert malformed == 0 and first.state == "4242" and second.expires == 4242
+    assert type(second.expires) is int
+
+
+def test_repeated_words_and_clients_are_one_object_each():
+    rows = [f"TCP 0A6201{n % 4:02X} 9C{n:02X} 0A620164 0050 0A620202 1F90 ESTABLISHED     899" for n in range(200)]
+    connections, _ = procfs.parse_conn("\n".join(rows))
+    assert len({id(conn.state) for conn in connections}) == 1
+    assert len({id(conn.expires) for conn in connections}) == 1
+    assert len({id(conn.client) for conn in connections}) == 4

@@ -258,15 +258,17 @@ class ConnectionsView(View):
         previous_position = self.walker.focus
         connections = self.snapshot.connections if self.snapshot else ()
         self._show_origin = any(conn.origin for conn in connections[:64])
+        order: Sequence[int]
         if self.filter:
             order = [index for index, conn in enumerate(connections) if self.filter.matches(conn)]
         else:
-            order = list(range(len(connections)))
+            # The whole table in the kernel's order: a range, not a list of 200,000 ints (8 MB).
+            order = range(len(connections))
         if self.sort_column:
             key = SORT_KEYS[self.sort_column]
-            order.sort(key=lambda index: key(connections[index]), reverse=self.sort_reverse)
+            order = sorted(order, key=lambda index: key(connections[index]), reverse=self.sort_reverse)
         elif self.sort_reverse:
-            order.reverse()
+            order = order[::-1]
         focus = 0
         if previous is not None:
             focus = self._find(connections, order, previous, previous_position)
