@@ -60,8 +60,10 @@ STATE_LABELS = {
 WEIGHT_MAX = 65535
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
+# Stats, Rates and Dest are NamedTuples, not frozen dataclasses: a poll makes them by the
+# ten thousand, and a frozen dataclass sets each field through object.__setattr__ (4.5 us for a
+# Dest with its Stats and Rates on the host, two thirds of decoding a real server).
+class Stats(NamedTuple):
     """Cumulative 64-bit counters of a service or real server."""
 
     conns: int = 0
@@ -71,8 +73,7 @@ class Stats:
     outbytes: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Rates:
+class Rates(NamedTuple):
     """The kernel's rate estimates (per second; bytes per second for the bps fields)."""
 
     cps: int = 0
@@ -117,8 +118,7 @@ class DestKey:
         return f"{self.service} -> {join_host_port(self.address, self.port)}"
 
 
-@dataclass(frozen=True, slots=True)
-class Dest:
+class Dest(NamedTuple):
     """A real server of one virtual service."""
 
     address: str

@@ -444,7 +444,10 @@ def counters(data, found: dict, stats_number: int, stats64_number: int, skipped)
 
 
 def stats_and_rates(values: tuple[int, ...]) -> tuple[model.Stats, model.Rates]:
-    return model.Stats(*values[:5]), model.Rates(*values[5:])
+    return _new_tuple(model.Stats, values[:5]), _new_tuple(model.Rates, values[5:10])
+
+
+_new_tuple = tuple.__new__
 
 
 # -- real servers: the bulk of a poll -------------------------------------------------------
@@ -727,20 +730,11 @@ class FastDecoder:
             method = _FORWARD_METHODS.get(forward & nl.FWD_MASK)
             if method is None:
                 raise nl.Undecodable("unknown forwarding method")
-            return model.Dest(
-                address=_raw_address(raw_address, af),
-                port=None if port is None else _ntohs(port),
-                forward=method,
-                weight=weight,
-                upper_threshold=upper,
-                lower_threshold=lower,
-                active_conns=active,
-                inactive_conns=inactive,
-                persist_conns=persist,
-                stats=model.Stats(*values[10:15]),
-                rates=model.Rates(*values[15:20]),
-                af=af,
-            )
+            # The tuples made directly: NamedTuple.__new__ is a Python function, this is C.
+            return _new_tuple(model.Dest, (
+                _raw_address(raw_address, af), None if port is None else _ntohs(port), method, weight, upper, lower,
+                active, inactive, persist, _new_tuple(model.Stats, values[10:15]),
+                _new_tuple(model.Rates, values[15:20]), af))  # fmt: skip
         except (nl.Undecodable, struct.error, ValueError, OSError):
             skipped[_SKIP_UNDECODABLE] += 1
             return None

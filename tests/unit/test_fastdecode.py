@@ -584,3 +584,11 @@ def test_a_whole_poll_reads_the_same_with_either_decoder():
     # The same requests went out (but for their sequence numbers): one dump per service.
     assert requests[fd.FastDecoder] == requests[nl.NlaDecoder]
     assert sum(request[0] == nl.CMD_GET_DEST for request in requests[fd.FastDecoder]) == 60
+
+
+def test_the_real_server_tuple_is_built_in_the_order_of_dests_fields():
+    # FastDecoder.dest makes model.Dest positionally (tuple.__new__): the order is part of the contract.
+    assert model.Dest._fields == ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold",
+                                  "active_conns", "inactive_conns", "persist_conns", "stats", "rates", "af")  # fmt: skip
+    assert model.Stats._fields == ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
+    assert model.Rates._fields == ("cps", "inpps", "outpps", "inbps", "outbps")

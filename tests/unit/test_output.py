@@ -194,8 +194,8 @@ def test_text_report():
                 dest.inactive_conns,
                 dest.persist_conns,
             ]
-            assert numbers[6:11] == list(dataclasses.astuple(dest.stats))
-            assert numbers[11:] == list(dataclasses.astuple(dest.rates))
+            assert numbers[6:11] == list(dest.stats)
+            assert numbers[11:] == list(dest.rates)
     # The states line of a service adds up.
     web = next(i for i, line in enumerate(lines) if line.startswith("TCP  10.10.10.80:80 "))
     states_line = lines[web + 3]
