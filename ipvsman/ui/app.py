@@ -238,6 +238,11 @@ class Dashboard:
 
         self._lock = threading.Lock()
         self._latest: Snapshot | None = None
+        self._tick_alarm = None
+        self._pending_sample: DirectorSample | None = None  # from the watcher, not applied yet
+        self._sample_scheduled = False
+        self._held_reported: dict | None = None  # what the watcher last reported (watcher side)
+        self._errors_reported: set[str] = set()
         self._apply_scheduled = False
         self._names_scheduled = False
         self._names_drawn = -1  # names.version on screen
@@ -451,7 +456,7 @@ class Dashboard:
     # -- from the polling thread --------------------------------------------------------------
     def attach(self, loop: urwid.MainLoop) -> None:
         self.loop = loop
-        loop.set_alarm_in(TICK_SECONDS, self._on_tick)
+        self._tick_alarm = loop.set_alarm_in(TICK_SECONDS, self._on_tick)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Polling thread: keep the newest snapshot and have at most one apply waiting in the loop."""
@@ -497,7 +502,19 @@ class Dashboard:
         with self._lock:
             snapshot, self._apply_scheduled = self._latest, False
         if snapshot is not None and snapshot is not self.snapshot:
+            self._apply_pending_sample()
             self.apply_snapshot(snapshot)
+            self.status.refresh()
+            self.collect_garbage_if_idle()
+            self._postpone_tick()
+
+    def _postpone_tick(self) -> None:
+        """A snapshot was just drawn: the next tick comes a second from now. Each redraw of a
+        200x60 screen costs a few ms; ticks between snapshots would double them for nothing."""
+        if self.loop is None or self._tick_alarm is None:
+            return
+        self.loop.remove_alarm(self._tick_alarm)
+        self._tick_alarm = self.loop.set_alarm_in(TICK_SECONDS, self._on_tick)
 
     def drain_results(self) -> None:
         while self._results:
@@ -595,9 +612,10 @@ class Dashboard:
             self.refresh_view()
 
     def _on_tick(self, loop, _data=None) -> None:
+        self._apply_pending_sample()
         self.tick()
         self.collect_garbage_if_idle()
-        loop.set_alarm_in(TICK_SECONDS, self._on_tick)
+        self._tick_alarm = loop.set_alarm_in(TICK_SECONDS, self._on_tick)
 
     def collect_garbage_if_idle(self) -> float | None:
         """A scheduled full collection, unless a key came within the last second (the user is busy)."""
@@ -606,13 +624,27 @@ class Dashboard:
         return self.collector.collect_if_due()
 
     def on_director_sample(self, sample: DirectorSample) -> None:
-        """Watcher thread: hand the sample to the loop."""
-        if self.loop is None:
-            return
+        """Watcher thread: keep the newest sample. The loop is woken only when VIP ownership or an
+        error is new; health figures ride along with the next snapshot or tick (a redraw a
+        second saved)."""
+        with self._lock:
+            self._pending_sample = sample
+            news = sample.held != self._held_reported or not self._errors_reported.issuperset(sample.errors)
+            self._held_reported = sample.held
+            self._errors_reported.update(sample.errors)
+            if not news or self._sample_scheduled or self.loop is None:
+                return
+            self._sample_scheduled = True
         try:
-            self.loop.call_from_thread(self.apply_director, sample)
+            self.loop.call_from_thread(self._apply_pending_sample)
         except RuntimeError:
             pass  # the loop has stopped
+
+    def _apply_pending_sample(self) -> None:
+        with self._lock:
+            sample, self._pending_sample, self._sample_scheduled = self._pending_sample, None, False
+        if sample is not None:
+            self.apply_director(sample)
 
     def apply_director(self, sample: DirectorSample) -> None:
         held_changed = sample.held != self.held

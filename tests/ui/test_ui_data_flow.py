@@ -216,3 +216,28 @@ def test_a_late_poll_is_marked(dashboard, clock):
     clock.now += 30
     dashboard.tick()
     assert "poll #1 30s ago, took 12 ms (late)" in screen(dashboard)[0]
+
+
+def test_health_samples_wait_for_the_next_snapshot_and_only_news_wakes_the_loop(dashboard):
+    from uihelpers import HEALTH
+
+    from ipvsman.ui.health import DirectorSample, Health
+
+    loop = FakeLoop()
+    dashboard.loop = loop
+    dashboard.on_director_sample(HEALTH)  # the first sample: what is held is news
+    assert len(loop.calls) == 1
+    loop.run_pending()
+    assert dashboard.health == HEALTH.health
+    busier = DirectorSample(Health(77.0, 9.0, 41.0, HEALTH.health.interfaces), held=HEALTH.held)
+    dashboard.on_director_sample(busier)  # only numbers changed: no wake, no redraw of its own
+    assert loop.calls == []
+    assert dashboard.health == HEALTH.health
+    dashboard.on_snapshot(make_snapshot(seq=5))
+    loop.run_pending()  # the snapshot brings the sample along
+    assert dashboard.health == busier.health and "CPU 77%" in screen(dashboard)[1]
+    moved = DirectorSample(busier.health, held={})  # the VIP moved to the peer: at once
+    dashboard.on_director_sample(moved)
+    assert len(loop.calls) == 1
+    loop.run_pending()
+    assert dashboard.held == {}
