@@ -41,8 +41,12 @@ def local_addresses(netns: str | None = None) -> list[tuple[str, str]]:
     try:
         from pyroute2 import IPRoute
 
-        # flags=0: a namespace that does not exist is an error, not one pyroute2 creates (O_CREAT).
-        with IPRoute(netns=netns, flags=0) if netns else IPRoute() as ipr:
+        from ipvsman.kernel import netns as namespaces
+
+        # This thread enters the namespace for the call, and the socket is made there. Not
+        # IPRoute(netns=...): pyroute2 forks a child process to make each such socket, which
+        # every few seconds is most of an idle dashboard's CPU on a slow machine.
+        with namespaces.entered(netns), IPRoute() as ipr:
             links = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
             pairs = []
             for message in ipr.get_addr():
