@@ -544,9 +544,10 @@ class Dashboard:
             self.owners = self._owners_for = None
             return
         layout = self.snapshot.layout if self.snapshot is not None else None
-        # The same services, addresses held and configuration give the same owners: kept until one changes.
-        owners_for = (layout, dict(self.held), self.drift is None)
-        if layout is not None and self.drift is None and owners_for == self._owners_for:
+        # The same services and addresses held give the same owners: kept until one changes. Not
+        # with a configuration compared: its missing services come from each poll's drift report.
+        owners_for = (layout, dict(self.held)) if layout is not None and self.drift is None else None
+        if owners_for is not None and owners_for == self._owners_for:
             return
         services = list(self.snapshot.services) if self.snapshot is not None else []
         if self.drift is not None:

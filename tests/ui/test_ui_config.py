@@ -404,3 +404,17 @@ def test_keys_on_a_missing_row_say_it_is_not_in_the_kernel(poller, clock):
         press(board, key)
         assert "tcp 192.0.2.10:80 -> 10.1.0.14:80 is not in the kernel" in board.status.text, key
     assert poller.submitted == [] and board.view.name == "bindings"
+
+
+@pytest.mark.parametrize("key", ["1", "2"])
+def test_the_drift_filter_redraws_every_label_while_the_layout_holds(poller, clock, key):
+    import dataclasses
+
+    dns = {"1": DNS, "2": DestKey(DNS, "10.1.0.53", 53)}[key]
+    board = make_dashboard(poller, clock, configs=make_configs(keepalived=KEEPALIVED), names=False)
+    press(board, key, "D")
+    board.apply_snapshot(dataclasses.replace(board.snapshot, layout=1))  # as the poller numbers them
+    assert dns not in board.view.rows
+    press(board, "D")  # all services again, with the same layout: labels for every one of them
+    assert dns in board.view.rows
+    assert rows_with(board, "53/udp") and rows_with(board, "22/tcp")

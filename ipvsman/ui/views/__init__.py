@@ -309,11 +309,13 @@ class VipGroups:
 
 
 def labels_key(snapshot: Snapshot, ctx: ViewContext) -> tuple | None:
-    """What the service labels of a view depend on: labels worked out for one key hold while it
-    stays the same; None when the layout is unknown (work them out afresh)."""
-    if snapshot.layout is None:
+    """What the service labels of views 1 and 2 depend on: labels worked out for one key hold while
+    it stays the same. None (work them out afresh) when the layout is unknown, or when a
+    configuration is compared: then the services shown also follow the drift report and `D`,
+    as VipGroups.shown does."""
+    if snapshot.layout is None or ctx.drift is not None:
         return None
-    return (snapshot.layout, ctx.drift is None, ctx.names, ctx.names.show, ctx.names.version)
+    return (snapshot.layout, ctx.names, ctx.names.show, ctx.names.version)
 
 
 def vip_title(address: str, ctx: ViewContext) -> str:
