@@ -246,32 +246,34 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+def growth_row(scene: Scene, views: tuple[str, ...]) -> dict[str, float]:
+    """The frame after a new snapshot in each of `views`, and the slowest key of them all."""
+    row = {}
+    for name in views:
+        figures = scene.measure_view(name)
+        row[name] = figures["snapshot"]
+        row["slowest key"] = max(row.get("slowest key", 0.0), figures["key_max"])
+    return row
+
+
 def growth(dests: int, service_sizes: list[int], connection_sizes: list[int], log=print) -> list[Growth]:
     by_services = Growth("screen", f"frame after a new snapshot, by services ({dests} real servers each, "
                          f"{connection_sizes[0]:,} connections)", "services", "ms",
                          ["virtual", "bindings", "realservers", "slowest key"])  # fmt: skip
     for size in service_sizes:
         scene = Scene(size, dests, connection_sizes[0])
-        row = {}
-        for name in ("virtual", "bindings", "realservers"):
-            figures = scene.measure_view(name)
-            row[name] = figures["snapshot"]
-            row["slowest key"] = max(row.get("slowest key", 0.0), figures["key_max"])
+        row = growth_row(scene, ("virtual", "bindings", "realservers"))
         log(f"screen growth: {scene.services} services: {row}")
         by_services.add(scene.services, **row)
         scene.close()
-        del scene
+        del scene  # freed before the next, larger scene is built
     by_connections = Growth("screen", f"frame after a new snapshot, by connections ({service_sizes[0]} services)",
                             "connections", "ms", ["connections", "virtual", "slowest key"])  # fmt: skip
     for size in connection_sizes:
         scene = Scene(service_sizes[0], dests, size)
-        row = {}
-        for name in ("connections", "virtual"):
-            figures = scene.measure_view(name)
-            row[name] = figures["snapshot"]
-            row["slowest key"] = max(row.get("slowest key", 0.0), figures["key_max"])
+        row = growth_row(scene, ("connections", "virtual"))
         log(f"screen growth: {scene.connections} connections: {row}")
         by_connections.add(scene.connections, **row)
         scene.close()
-        del scene
+        del scene  # freed before the next, larger scene is built
     return [by_services, by_connections]
