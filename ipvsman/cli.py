@@ -23,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--seed", type=int, default=1, help="random seed of the demo director (default 1)")
     source.add_argument("--netns", metavar="NAME", help="watch the IPVS of a named network namespace")
     source.add_argument(
-        "--interval", type=positive_float, default=1.0, metavar="SECONDS", help="poll interval (default 1)"
+        "--interval",
+        type=number_type("interval", 0, above=True),
+        default=1.0,
+        metavar="SECONDS",
+        help="poll interval (default 1)",
     )
     source.add_argument(
         "--no-connections",
@@ -80,8 +84,6 @@ def number_type(what: str, low: float, high: float | None = None, *, whole: bool
 
     return parse
 
-
-positive_float = number_type("interval", 0, above=True)
 
 
 def weight_step(text: str) -> int:
