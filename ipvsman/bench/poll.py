@@ -74,8 +74,9 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 
 
 def pyroute2_transport_only(open_poller: OpenPoller, keys) -> float:
-    """Seconds for the service dump and every real-server dump through ipvsman's pyroute2 socket,
-    without decoding anything: the transport's share of a poll."""
+    """Seconds for the service dump and every real-server dump through pyroute2's request machinery
+    (NetlinkRequest, its asyncio queue), without decoding anything: what reads cost before they
+    waited for their replies on pyroute2's socket themselves (netlink.IpvsSocket)."""
     sock = open_poller.backend._socket
 
     async def dumps(asock):
@@ -91,8 +92,8 @@ def pyroute2_transport_only(open_poller: OpenPoller, keys) -> float:
 def plain_socket_dumps(family: int, keys) -> tuple[float, int]:
     """Seconds for the same dumps through a plain blocking netlink socket, decoded by FastDecoder.
 
-    Not what ipvsman does (the issue keeps pyroute2 as the transport): it shows what that
-    choice costs. Returns the seconds and the real servers decoded.
+    Not what ipvsman does (the issue keeps pyroute2 as the transport: its socket and marshal):
+    the floor that choice is measured against. Returns the seconds and the real servers decoded.
     """
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -210,11 +211,12 @@ def run(director: Director, sizes: list[int], runs: int, pyroute2_runs: int, log
                note=f"median of {result['runs']}")  # fmt: skip
     )
     report.figures.append(
-        Figure("poll", "of which pyroute2's transport alone (requests, replies, no decoding)", result["transport"],
+        Figure("poll", "the same dumps through pyroute2's request machinery, no decoding (not used for reads)",
+               result["transport"],
                "s", result["ipvsadm"], "ipvsadm " + " ".join(IPVSADM_ARGS), note=f"median of {result['runs']}")  # fmt: skip
     )
     report.figures.append(
-        Figure("poll", "the same dumps through a plain netlink socket + fast decoder (not used: no pyroute2)",
+        Figure("poll", "the same dumps on a socket of Python's own + fast decoder, no pyroute2 (for comparison)",
                result["plain"], "s", result["ipvsadm"], "ipvsadm " + " ".join(IPVSADM_ARGS),
                note=f"median of {result['runs']}")  # fmt: skip
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import socket
 import struct
 import sys
@@ -498,8 +499,13 @@ class StandInKernel:
     """Answers IPVS requests on one end of a datagram socket pair as the kernel would (dumps end
     with DONE; a datagram holds at most 40 messages), from a thread."""
 
-    def __init__(self, services: int, dests: int):
+    def __init__(self, services: int, dests: int, answers=None):
         import threading
+
+        # How dest dumps are answered, by the service's dump payload: "vanished" (an ESRCH error
+        # reply), "failed" (a dump ending in a DONE whose status is -ENOMEM), "late" (a stale
+        # reply to another sequence number first) or "silent" (no reply at all).
+        self.answers = answers or {}
 
         self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.services, self.dumps = [], {}
@@ -546,9 +552,18 @@ class StandInKernel:
                 replies = self.dumps[request[16:]]
             else:
                 replies = []
+            answer = self.answers.get(request[16:]) if command == nl.CMD_GET_DEST else None
+            if answer == "silent":
+                continue
+            if answer == "vanished":
+                self.peer.send(struct.pack("=IHHIIi", 20 + len(request), NLMSG_ERROR, 0, sequence, 0, -3) + request)
+                continue
+            if answer == "late":
+                self.peer.send(self.stamped(replies[:1], sequence - 1, NLM_F_MULTI) + done(sequence - 1))
             for start in range(0, len(replies), 40):
                 self.peer.send(self.stamped(replies[start : start + 40], sequence, NLM_F_MULTI))
-            self.peer.send(done(sequence))
+            status = -12 if answer == "failed" else 0  # ENOMEM
+            self.peer.send(struct.pack("=IHHIIi", 20, NLMSG_DONE, NLM_F_MULTI, sequence, 0, status))
 
     def close(self) -> None:
         self.running = False
@@ -584,6 +599,46 @@ def test_a_whole_poll_reads_the_same_with_either_decoder():
     # The same requests went out (but for their sequence numbers): one dump per service.
     assert requests[fd.FastDecoder] == requests[nl.NlaDecoder]
     assert sum(request[0] == nl.CMD_GET_DEST for request in requests[fd.FastDecoder]) == 60
+
+
+def dest_payload(index: int) -> bytes:
+    return fd._dest_dump_payload(kernel_service(index)[0])
+
+
+def test_a_poll_skips_a_service_that_vanished_and_ignores_replies_to_other_requests():
+    kernel = StandInKernel(services=5, dests=3, answers={dest_payload(1): "vanished", dest_payload(3): "late"})
+    try:
+        skipped = collections.Counter()
+        sock = nl.IpvsSocket(fd.FastDecoder, use_socket=kernel.sock)
+        sock.asyncore.marshal.msg_map[FAMILY_ID] = fd.FastDecoder.message
+        sock.asyncore._prid = FAMILY_ID
+        dump = sock.read_all(skipped)
+    finally:
+        kernel.close()
+    assert len(dump.services) == 4 and skipped[nl.SKIP_VANISHED] == 1
+    assert {len(service.dests) for service in dump.services} == {3}  # the stale reply's dest is not counted
+    assert kernel_service(1)[0] not in {service.key for service in dump.services}
+
+
+def test_a_dump_that_fails_part_way_raises_the_kernels_error():
+    kernel = StandInKernel(services=3, dests=2, answers={dest_payload(2): "failed"})
+    try:
+        with pytest.raises(NetlinkError) as raised:
+            poll_through_socket(kernel, fd.FastDecoder)
+    finally:
+        kernel.close()
+    assert raised.value.code == 12
+
+
+def test_a_kernel_that_does_not_answer_gives_a_timeout_not_a_hang(monkeypatch):
+    monkeypatch.setattr(nl, "REPLY_TIMEOUT", 0.3)
+    kernel = StandInKernel(services=2, dests=2, answers={dest_payload(0): "silent"})
+    try:
+        with pytest.raises(OSError) as raised:
+            poll_through_socket(kernel, fd.FastDecoder)
+    finally:
+        kernel.close()
+    assert raised.value.errno == errno.ETIMEDOUT and "0.3 s" in str(raised.value)
 
 
 def test_the_real_server_tuple_is_built_in_the_order_of_dests_fields():
