@@ -92,16 +92,25 @@ def wait_until(condition, what: str, timeout: float = 120.0):
         time.sleep(0.5)
 
 
+# The kernel folds each CPU's counters into the ones it reports from its estimator timer, every
+# 2 s (ip_vs_est.c, Linux 6.1): until it has run, a service that just had traffic still shows 0.
+ESTIMATOR_PERIOD = 2.0
+
+
 def settled(read, what: str, timeout: float = 120.0):
-    """Call `read` until two readings in a row agree; return that reading."""
-    readings = [read()]
+    """Call `read` until its reading has stayed the same for longer than the estimator's period;
+    return that reading. (Two equal readings in a row can both come before the timer.)"""
+    readings = [(time.monotonic(), read())]
 
     def stable():
-        readings.append(read())
-        return readings[-1] == readings[-2]
+        now, reading = time.monotonic(), read()
+        if reading != readings[-1][1]:
+            readings.clear()
+        readings.append((now, reading))
+        return now - readings[0][0] > ESTIMATOR_PERIOD + 0.5
 
     wait_until(stable, what, timeout)
-    return readings[-1]
+    return readings[-1][1]
 
 
 # -- comparing with ipvsadm --------------------------------------------------------------------
