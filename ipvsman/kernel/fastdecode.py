@@ -190,7 +190,8 @@ class RawBatch(RawMessage):
         return f"RawBatch({len(self.messages)} messages)"
 
 
-NLMSG_DONE = 3
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_MULTI = 0x2
 NLM_F_ACK_TLVS = 0x200  # a DONE that carries extended-ack attributes: left to pyroute2
 DONE_STATUS = struct.Struct("=i")
 
@@ -242,6 +243,40 @@ class BatchMarshal(Marshal):
             offset += length
         if batch:
             yield self._batch(data, batch, last)
+
+    def replies(self, data, sequence: int) -> tuple[list, bool]:
+        """The messages of one datagram that answer request `sequence`, and whether they end the
+        answer (a reply that is not part of a dump, or NLMSG_DONE). Raises the error the kernel
+        answered with. What netlink.IpvsSocket reads a poll with: one pass over the datagram,
+        no generator and no header dict per message; anything but IPVS messages and a plain
+        NLMSG_DONE (errors, acknowledgements) is parsed by pyroute2."""
+        msg_map = self.msg_map
+        unpack = NLMSG_HEADER.unpack_from
+        at = RawMessage.at
+        found: list = []
+        end = len(data)
+        offset = 0
+        while offset <= end - NLMSG_HEADER.size:
+            length, kind, flags, number = unpack(data, offset)[:4]
+            if not NLMSG_HEADER.size <= length <= end - offset:
+                break
+            if number == sequence:
+                if msg_map.get(kind) is RawMessage:
+                    found.append(at(data, offset, length))
+                    if not flags & NLM_F_MULTI:
+                        return found, True
+                elif kind == NLMSG_DONE and not flags & NLM_F_ACK_TLVS:
+                    error = done_message(data, offset, length).header["error"]
+                    if error is not None:
+                        raise error
+                    return found, True
+                else:
+                    more, complete = nl.replies_by_parse(self, data[offset : offset + length], sequence)
+                    found += more
+                    if complete:
+                        return found, True
+            offset += length
+        return found, False
 
     @staticmethod
     def _batch(data, batch: list[RawMessage], last: int) -> RawBatch:
