@@ -28,7 +28,7 @@ import functools
 import socket
 import struct
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg, nla
 from pyroute2.netlink.exceptions import NetlinkError
@@ -643,7 +643,19 @@ def service_order(service: model.Service) -> tuple:
 
 
 def dest_order(dest: model.Dest) -> tuple:
-    return (dest.af, _address_order(dest.af, dest.address), dest.port)
+    return _dest_order(dest.af, dest.address, dest.port)
+
+
+# The same real servers come back every poll: their keys are worth keeping (10,000 a poll).
+@functools.lru_cache(maxsize=1 << 17)
+def _dest_order(af: str, address: str, port: int | None) -> tuple:
+    return (af, _address_order(af, address), port)
+
+
+def with_dests(service: model.Service, dests: tuple[model.Dest, ...]) -> model.Service:
+    """dataclasses.replace(service, dests=dests), at half the cost (once per service a poll)."""
+    return model.Service(service.key, service.scheduler, service.persistent, service.netmask, service.flags,
+                         service.pe_name, service.stats, service.rates, dests)  # fmt: skip
 
 
 # -- the socket -----------------------------------------------------------------------------
@@ -811,7 +823,7 @@ class IpvsSocket(GenericNetlinkSocket):
             if dests is None:
                 skipped[SKIP_VANISHED] += 1
                 continue
-            services.append(replace(service, dests=tuple(dests)))
+            services.append(with_dests(service, tuple(dests)))
         daemons = [decoder.daemon(msg, skipped) for msg in self._request(CMD_GET_DAEMON, flags=DUMP)]
         return IpvsDump(
             info=decoder.info(info_msg),

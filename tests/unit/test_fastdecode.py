@@ -647,3 +647,16 @@ def test_the_real_server_tuple_is_built_in_the_order_of_dests_fields():
                                   "active_conns", "inactive_conns", "persist_conns", "stats", "rates", "af")  # fmt: skip
     assert model.Stats._fields == ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
     assert model.Rates._fields == ("cps", "inpps", "outpps", "inbps", "outbps")
+
+
+def test_a_service_with_its_real_servers_is_the_same_as_dataclasses_replace():
+    import dataclasses
+
+    service = model.Service(model.ServiceKey("inet6", "udp", "2001:db8::1", 53), "wlc", persistent=300,
+                            netmask="64", flags=("persistent", "hashed"), pe_name="sip",
+                            stats=model.Stats(1, 2, 3, 4, 5), rates=model.Rates(6, 7, 8, 9, 10))  # fmt: skip
+    dests = (model.Dest("2001:db8::2", 53, "masq", 3),)
+    assert nl.with_dests(service, dests) == dataclasses.replace(service, dests=dests)
+    # with_dests names every field positionally: a new field must be added there too.
+    assert [f.name for f in dataclasses.fields(model.Service)] == ["key", "scheduler", "persistent", "netmask",
+                                                                   "flags", "pe_name", "stats", "rates", "dests"]
