@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import operator
-from collections.abc import Iterable, Iterator, Mapping
+import socket
+import struct
+import threading
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -220,6 +227,306 @@ class Connection(NamedTuple):
         return self.protocol == "IP" or self.state in TEMPLATE_STATES
 
 
+# -- the connection table in compact form ---------------------------------------------------------
+#
+# As Connection tuples a 200,000-entry table takes some 50 MB (a 12-tuple, a client address string
+# and a list slot each), and a poll holds two tables (the one shown and the one being read). A
+# ConnectionTable holds an entry in a fixed-size record of 24 bytes instead, and makes a
+# Connection only when one is asked for (a screenful, a filter, --once).
+
+# The words of an entry (protocol, state, origin) as one code into CONNECTION_KINDS, shared by
+# every table: the kernel has a few dozen such combinations, so a code of 2 bytes replaces three
+# pointers. The high bit of a code is not part of it: it says where the client is (see below).
+CONNECTION_KINDS: list[tuple[str, str, str | None]] = [("", "", None)]  # 0 unused: a found code is true
+_kind_codes: dict[tuple[str, str, str | None], int] = {}
+_kinds_lock = threading.Lock()  # parsers run in the polling thread and in netns threads
+OTHER_CLIENT = 0x8000  # in a kind code: the client is an index into the table's side list
+KIND_MASK = OTHER_CLIENT - 1
+
+# One entry, big-endian, standard sizes, no padding: kind code (H); virtual address (I, an index
+# into the table's list of distinct addresses); virtual port (H); real server address (I, the
+# same list); real server port (H); client (4 bytes: an IPv4 address, or an index into the
+# table's side list when the kind says so); client port (H); expires (I).
+# - What decides where an entry is counted comes first: its 14 bytes count as one bytes object.
+# - Big-endian: the client and its port are the 6 bytes /proc prints in 12 hex digits, so a
+#   parser decodes both with one bytes.fromhex, and bytes compare as the numbers do.
+# struct.error when a value does not fit: the parsers count such a line as malformed.
+# Records, not a column (array.array) per field: a parser packs a line with one call, where eight
+# array appends took twice as long, and Struct.iter_unpack still reads any fields column-wise.
+CONNECTION_RECORD = struct.Struct(">HIHIH4sHI")
+_ROUTING = struct.Struct(">HIHIH")
+_ROUTING_PART = struct.Struct(">14s10x")
+# Offsets and formats of the fields, for one field of every entry through Struct.iter_unpack.
+_FIELD_PARTS = {
+    name: struct.Struct(f">{offset}x{code}{CONNECTION_RECORD.size - offset - struct.calcsize('>' + code)}x")
+    for name, offset, code in (
+        ("kind", 0, "H"),
+        ("virtual", 2, "I"),
+        ("virtual_port", 6, "H"),
+        ("dest", 8, "I"),
+        ("dest_port", 12, "H"),
+        ("client", 14, "4s"),
+        ("client_port", 18, "H"),
+        ("expires", 20, "I"),
+    )
+}
+_KIND_FIELDS = {"protocol": 0, "state": 1, "origin": 2}
+_CLIENT_AND_PORT = struct.Struct(">14x6s4x")
+_int_from_big_endian = functools.partial(int.from_bytes, byteorder="big")
+
+_inet_ntoa = socket.inet_ntoa
+_new_connection = tuple.__new__
+_chain = itertools.chain.from_iterable
+_NO_PE = ("", "")
+
+
+class _Lookup(dict):
+    """code -> key(value(code)), each made when first asked for (from C, through __missing__), and
+    key called once per distinct value: a column of 200,000 entries has a few dozen."""
+
+    __slots__ = ("_value", "_key", "_keyed")
+
+    def __init__(self, value: Callable[[int], object], key: Callable[[object], object] | None):
+        super().__init__()
+        self._value, self._key, self._keyed = value, key, {}
+
+    def __missing__(self, code: int) -> object:
+        value = self._value(code)
+        if self._key is not None:
+            if value not in self._keyed:
+                self._keyed[value] = self._key(value)
+            value = self._keyed[value]
+        self[code] = value
+        return value
+
+
+def connection_kind(protocol: str, state: str, origin: str | None) -> int:
+    """The code of (protocol, state, origin) in CONNECTION_KINDS, added when new; ValueError when none is left."""
+    key = (protocol, state, origin)
+    code = _kind_codes.get(key)
+    if code is None:
+        with _kinds_lock:
+            code = _kind_codes.get(key)
+            if code is None:
+                # 32,767 combinations: the kernel's words are a few dozen, so only garbage gets here.
+                if len(CONNECTION_KINDS) > KIND_MASK:
+                    raise ValueError(f"too many distinct protocol, state and origin words: {key!r}")
+                code = len(CONNECTION_KINDS)
+                CONNECTION_KINDS.append(key)  # before the code can be found: readers never miss it
+                _kind_codes[key] = code
+    return code
+
+
+class ConnectionTable(Sequence[Connection]):
+    """The connection table as packed records (24 bytes an entry), read-only, yielding Connection tuples."""
+
+    __slots__ = ("_records", "_addresses", "_other_clients", "_pe", "_pe_pairs", "_length")
+
+    def __init__(
+        self,
+        records: bytes | bytearray = b"",
+        addresses: Sequence[str] = ("",),
+        other_clients: Sequence[str] = (),
+        pe: Sequence[int] | None = None,
+        pe_pairs: Sequence[tuple[str, str]] = (_NO_PE,),
+    ):
+        """Records packed as CONNECTION_RECORD, taken as they are (the caller changes them no more);
+        `addresses` and `other_clients` are what they index; `pe`, when not None, an index into
+        `pe_pairs` per entry, 0 for none (pe_pairs[0] is ("", ""))."""
+        length, rest = divmod(len(records), CONNECTION_RECORD.size)
+        if rest or (pe is not None and len(pe) != length):
+            raise ValueError("records and PE indexes do not make whole entries")
+        self._records = records
+        self._addresses = addresses
+        self._other_clients = other_clients
+        self._pe = pe
+        self._pe_pairs = pe_pairs
+        self._length = length
+
+    @classmethod
+    def from_connections(cls, connections: Iterable[Connection]) -> ConnectionTable:
+        """The table of any Connection tuples; ValueError for a port or expiry count that does not fit."""
+        records = bytearray()
+        addresses: list[str] = [""]
+        address_index: dict[str, int] = {}
+        other_clients: list[str] = []
+        pe_rows: dict[int, tuple[str, str]] = {}
+        for row, conn in enumerate(connections):
+            protocol, client, cport, virtual, vport, dest, dport, state, expires, origin, pe_name, pe_data = conn
+            kind = connection_kind(protocol, state, origin)
+            try:
+                packed = socket.inet_pton(socket.AF_INET, client)
+            except (OSError, TypeError, ValueError):  # not IPv4 text (ValueError: a NUL in it)
+                packed = None
+            if packed is None or _inet_ntoa(packed) != client:  # a 4-byte client must read back the same
+                kind |= OTHER_CLIENT
+                packed = len(other_clients).to_bytes(4, "big")
+                other_clients.append(client)
+            indexes = []
+            for address in (virtual, dest):
+                index = address_index.get(address)
+                if index is None:
+                    index = address_index[address] = len(addresses)
+                    addresses.append(address)
+                indexes.append(index)
+            try:
+                records += CONNECTION_RECORD.pack(kind, indexes[0], vport, indexes[1], dport, packed, cport, expires)
+            except struct.error as exc:
+                raise ValueError(f"{conn!r} does not fit a ConnectionTable: {exc}") from None
+            if pe_name or pe_data:
+                pe_rows[row] = (pe_name, pe_data)
+        return cls(records, addresses, other_clients).with_pe(pe_rows)
+
+    def with_pe(self, pe: Mapping[int, tuple[str, str]]) -> ConnectionTable:
+        """The same entries with these ones' (PE name, PE data) replaced: {entry index: (name, data)}."""
+        if not pe:
+            return self
+        pairs = list(self._pe_pairs)
+        index_of = {pair: index for index, pair in enumerate(pairs)}
+        indexes = array("I", self._pe if self._pe is not None else bytes(4 * self._length))
+        for row, pair in pe.items():
+            index = index_of.get(pair)
+            if index is None:
+                index = index_of[pair] = len(pairs)
+                pairs.append(pair)
+            indexes[row] = index
+        return ConnectionTable(self._records, self._addresses, self._other_clients, indexes, pairs)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(map(self.__getitem__, range(self._length)[index]))
+        row = operator.index(index)
+        if row < 0:
+            row += self._length
+        if not 0 <= row < self._length:
+            raise IndexError("connection table index out of range")
+        kind, virtual, vport, dest, dport, client, cport, expires = CONNECTION_RECORD.unpack_from(
+            self._records, row * CONNECTION_RECORD.size
+        )
+        protocol, state, origin = CONNECTION_KINDS[kind & KIND_MASK]
+        client = self._other_clients[int.from_bytes(client, "big")] if kind & OTHER_CLIENT else _inet_ntoa(client)
+        name, data = self._pe_pairs[self._pe[row]] if self._pe is not None else _NO_PE
+        addresses = self._addresses
+        return _new_connection(Connection, (protocol, client, cport, addresses[virtual], vport, addresses[dest], dport,
+                                            state, expires, origin, name, data))  # fmt: skip
+
+    def __iter__(self) -> Iterator[Connection]:
+        # __getitem__ inlined: this makes every entry of --once, of a resync and of a text filter.
+        kinds, addresses, others, pairs = CONNECTION_KINDS, self._addresses, self._other_clients, self._pe_pairs
+        ntoa, new, no_pe = _inet_ntoa, _new_connection, _NO_PE
+        pe = self._pe if self._pe is not None else itertools.repeat(0)
+        for (kind, virtual, vport, dest, dport, client, cport, expires), pe_index in zip(
+            CONNECTION_RECORD.iter_unpack(self._records), pe
+        ):
+            protocol, state, origin = kinds[kind & KIND_MASK]
+            client = others[int.from_bytes(client, "big")] if kind & OTHER_CLIENT else ntoa(client)
+            name, data = pairs[pe_index] if pe_index else no_pe
+            yield new(Connection, (protocol, client, cport, addresses[virtual], vport, addresses[dest], dport, state,
+                                   expires, origin, name, data))  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes, bytearray)):
+            return len(self) == len(other) and all(map(operator.eq, self, other))
+        return NotImplemented
+
+    __hash__ = None  # compares by content, like a list
+
+    def __repr__(self) -> str:
+        return f"<ConnectionTable of {self._length} connections>"
+
+    # -- column-wise: a field of every entry without a Connection per entry -------------------------
+    @property
+    def other_clients(self) -> Sequence[str]:
+        """The client addresses that are not IPv4 (each entry's client is IPv4 or one of these)."""
+        return self._other_clients
+
+    def _field(self, name: str) -> Iterator:
+        return _chain(_FIELD_PARTS[name].iter_unpack(self._records))
+
+    def column(self, field: str, key: Callable[[object], object] | None = None) -> Iterator:
+        """Connection field `field` of every entry, in order, made in C but for the clients of a table
+        with other_clients. With `key`, key(value) instead: for protocol, state, origin, virtual
+        and dest it is called once per distinct value, not per entry."""
+        if field in _KIND_FIELDS:
+            position = _KIND_FIELDS[field]
+            words = _Lookup(lambda code: CONNECTION_KINDS[code & KIND_MASK][position], key)
+            return map(words.__getitem__, self._field("kind"))
+        if field in ("virtual", "dest"):
+            addresses = self._addresses if key is None else _Lookup(self._addresses.__getitem__, key)
+            return map(addresses.__getitem__, self._field(field))
+        if field == "client":
+            values = self._clients()
+        elif field in ("pe_name", "pe_data"):
+            pairs = [pair[field == "pe_data"] for pair in self._pe_pairs]
+            if self._pe is None:
+                values = itertools.repeat(pairs[0], self._length)
+            else:
+                values = map(pairs.__getitem__, self._pe)
+        else:
+            values = self._field(field)  # ports and expires: ints already; KeyError for no such field
+        return values if key is None else map(key, values)
+
+    def _clients(self) -> Iterator[str]:
+        if not self._other_clients:
+            return map(_inet_ntoa, self._field("client"))
+        others, ntoa = self._other_clients, _inet_ntoa
+        return (
+            others[int.from_bytes(client, "big")] if kind & OTHER_CLIENT else ntoa(client)
+            for kind, client in zip(self._field("kind"), self._field("client"))
+        )
+
+    def client_order(self, key: Callable[[str], object]) -> list[int]:
+        """An int per entry that orders the entries as (key(client), client_port) does, for a key that
+        puts IPv4 addresses first, in numeric order (as the views' address_sort_key does); made in
+        C from the records, calling key only on other_clients."""
+        # Address and port are the record's 6 big-endian bytes: as an int, they order so.
+        keys = map(_int_from_big_endian, _chain(_CLIENT_AND_PORT.iter_unpack(self._records)))
+        if not self._other_clients:
+            return list(keys)
+        # Any other client comes after every IPv4 one: it takes 1 << 48 plus its key's rank.
+        others = list(map(key, self._other_clients))
+        rank = {other: position for position, other in enumerate(sorted(set(others)))}
+        ranks = [((1 << 32) + rank[other]) << 16 for other in others]
+        return [
+            ranks[value >> 16] | (value & 0xFFFF) if kind & OTHER_CLIENT else value
+            for kind, value in zip(self._field("kind"), keys)
+        ]
+
+    def routing_counts(self) -> Counter:
+        """Entries counted by (protocol, virtual, virtual_port, dest, dest_port, state), as
+        Counter(map(itemgetter(...), table)) would count them, but counted in C on the records."""
+        coded = Counter(_chain(_ROUTING_PART.iter_unpack(self._records)))
+        kinds, addresses, unpack = CONNECTION_KINDS, self._addresses, _ROUTING.unpack
+        counts: Counter = Counter()
+        for routing, count in coded.items():
+            kind, virtual, vport, dest, dport = unpack(routing)
+            protocol, state, _ = kinds[kind & KIND_MASK]
+            counts[(protocol, addresses[virtual], vport, addresses[dest], dport, state)] += count
+        return counts
+
+    def rows_of_clients(self, clients: Iterable[str]) -> list[int]:
+        """Indexes of the entries whose client is one of `clients` (spelled as a Connection spells them)."""
+        clients = set(clients)
+        wanted = set()  # as records hold them: IPv4 addresses, and side-list indexes
+        for client in clients:
+            try:
+                wanted.add(socket.inet_pton(socket.AF_INET, client))
+            except (OSError, TypeError, ValueError):  # not IPv4 text (ValueError: a NUL in it)
+                pass
+        if len(wanted) < len(clients):
+            others = self._other_clients
+            wanted.update(index.to_bytes(4, "big") for index, client in enumerate(others) if client in clients)
+        # Compared in C as bytes; the few candidates are then made whole, since an IPv4
+        # address and a side-list index may have the same bytes.
+        candidates = itertools.compress(itertools.count(), map(wanted.__contains__, self._field("client")))
+        return [row for row in candidates if self[row].client in clients]
+
+
 class StateCounts(Mapping[str, int]):
     """Connections counted by state; read-only, and 0 for a state with none."""
 
@@ -260,27 +567,64 @@ class StateCounts(Mapping[str, int]):
 EMPTY_COUNTS = StateCounts()
 
 
+class DestPositions:
+    """Where each real server of one set of services sits in a poll's column of values:
+    {service: {(address, port): position}}, in the order of the services' dests."""
+
+    __slots__ = ("by_service", "count")
+
+    def __init__(self, services: Sequence[Service]):
+        by_service: dict[ServiceKey, dict[tuple[str, int], int]] = {}
+        position = 0
+        for service in services:
+            where = by_service[service.key] = {}
+            for dest in service.dests:
+                where[(dest.address, dest.port)] = position
+                position += 1
+        self.by_service = by_service
+        self.count = position
+
+
 class DestHistory(Mapping[DestKey, tuple[int, ...]]):
-    """A value per real server, stored by service and then by (address, port): a DestKey's hash is
-    computed in Python, and a poll of 10,000 real servers would hash each several times."""
+    """A value per real server over the last polls (oldest first), for the real servers of the newest.
 
-    __slots__ = ("_by_service",)
+    Stored as one column of values per poll with the positions of its layout (DestPositions,
+    shared while the set of services and real servers holds), and put together for a real
+    server only when asked: a poll of 10,000 real servers then costs one list, not 10,000
+    tuples and dict entries. A real server's history goes back to the last poll without it.
+    """
 
-    def __init__(self, by_service: Mapping[ServiceKey, Mapping[tuple[str, int], tuple[int, ...]]] | None = None):
-        self._by_service = by_service or {}
+    __slots__ = ("_columns",)
+
+    def __init__(self, columns: Sequence[tuple[DestPositions, Sequence[int]]] = ()):
+        self._columns = tuple(columns)
 
     def __getitem__(self, key: DestKey) -> tuple[int, ...]:
-        if not isinstance(key, DestKey):
+        if not isinstance(key, DestKey) or not self._columns:
             raise KeyError(key)
-        return self._by_service[key.service][(key.address, key.port)]  # KeyError when unknown
+        where = (key.address, key.port)
+        values = []
+        for positions, column in reversed(self._columns):
+            position = positions.by_service.get(key.service, _NOWHERE).get(where)
+            if position is None:
+                break
+            values.append(column[position])
+        if not values:
+            raise KeyError(key)
+        values.reverse()
+        return tuple(values)
 
     def __iter__(self) -> Iterator[DestKey]:
-        for service, values in self._by_service.items():
-            for address, port in values:
-                yield DestKey(service, address, port)
+        if self._columns:
+            for service, dests in self._columns[-1][0].by_service.items():
+                for address, port in dests:
+                    yield DestKey(service, address, port)
 
     def __len__(self) -> int:
-        return sum(map(len, self._by_service.values()))
+        return self._columns[-1][0].count if self._columns else 0
+
+
+_NOWHERE: Mapping = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +635,8 @@ class RawState:
     timeouts: Timeouts = Timeouts()
     services: tuple[Service, ...] = ()
     daemons: tuple[Daemon, ...] = ()
-    connections: tuple[Connection, ...] | None = None  # None when not read this poll
+    # A ConnectionTable from the kernel, Connection tuples from the demo; None when not read this poll.
+    connections: Sequence[Connection] | None = None
     sync_version: int | None = None  # net.ipv4.vs.sync_version, None when unknown
     skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> count of items skipped
     warnings: tuple[str, ...] = ()
@@ -323,7 +668,7 @@ class Snapshot:
         return self.state.services
 
     @property
-    def connections(self) -> tuple[Connection, ...]:
+    def connections(self) -> Sequence[Connection]:
         return self.state.connections or ()
 
     @property

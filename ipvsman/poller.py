@@ -8,15 +8,17 @@ import operator
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ipvsman.backend import Backend, BackendError
 from ipvsman.model import (
     TEMPLATE_STATES,
     Connection,
+    ConnectionTable,
     DestHistory,
     DestKey,
+    DestPositions,
     RawState,
     Service,
     ServiceKey,
@@ -131,10 +133,13 @@ def aggregate_connections(
         else:
             by_virtual[(key.protocol or "", key.address, key.port)] = key
 
-    # Connections first counted by what decides where they go (in C: Counter over a map), then
-    # each distinct (virtual, real server, state) is placed once: a table of 200,000 entries
-    # has a few thousand of them.
-    tally = collections.Counter(map(_ROUTING_FIELDS, connections))
+    # Connections first counted by what decides where they go (in C: Counter over a map, or over
+    # a ConnectionTable's codes), then each distinct (virtual, real server, state) is placed once:
+    # a table of 200,000 entries has a few thousand of them.
+    if isinstance(connections, ConnectionTable):
+        tally = connections.routing_counts()
+    else:
+        tally = collections.Counter(map(_ROUTING_FIELDS, connections))
     service_counts: dict[ServiceKey, collections.Counter] = collections.defaultdict(collections.Counter)
     dest_counts: dict[DestKey, collections.Counter] = collections.defaultdict(collections.Counter)
     for (protocol, virtual, virtual_port, dest, dest_port, state), count in tally.items():
@@ -158,31 +163,29 @@ def aggregate_connections(
 class RateHistory:
     """A bounded history of cps per service and real server; forgets what disappeared.
 
-    Each poll makes new tuples (the snapshots handed out never change), and real servers are
-    kept by service and (address, port), not by DestKey: see model.DestHistory.
+    Each poll makes new tuples for the services (the snapshots handed out never change); real
+    servers get one column a poll, put together per real server only when asked (DestHistory).
     """
 
     def __init__(self, length: int = HISTORY_LENGTH):
         self.length = length
         self._services: dict[ServiceKey, tuple[int, ...]] = {}
-        self._dests: dict[ServiceKey, dict[tuple[str, int], tuple[int, ...]]] = {}
+        self._dest_columns: collections.deque = collections.deque(maxlen=length)
+        self._positions: tuple[int | None, DestPositions | None] = (None, None)  # (layout, its positions)
 
-    def add(self, services: Iterable[Service]) -> tuple[dict, DestHistory]:
+    def add(self, services: Sequence[Service], layout: int | None = None) -> tuple[dict, DestHistory]:
+        """This poll's rates; `layout` numbers the set of services and real servers (the same
+        number promises the same dests in the same order), None when unknown."""
         keep = 1 - self.length  # the newest length-1 samples, then this poll's
-        no_dests: dict = {}
-        old_services, old_dests = self._services, self._dests
-        new_services: dict[ServiceKey, tuple[int, ...]] = {}
-        new_dests: dict[ServiceKey, dict[tuple[str, int], tuple[int, ...]]] = {}
-        for service in services:
-            key = service.key
-            new_services[key] = old_services.get(key, ())[keep:] + (service.rates.cps,)
-            before = old_dests.get(key, no_dests)
-            now = new_dests[key] = {}
-            for dest in service.dests:
-                where = (dest.address, dest.port)
-                now[where] = before.get(where, ())[keep:] + (dest.rates.cps,)
-        self._services, self._dests = new_services, new_dests
-        return new_services, DestHistory(new_dests)
+        old_services = self._services
+        new_services = {s.key: old_services.get(s.key, ())[keep:] + (s.rates.cps,) for s in services}
+        self._services = new_services
+        known_layout, positions = self._positions
+        if layout is None or layout != known_layout or positions is None:
+            positions = DestPositions(services)
+            self._positions = (layout, positions)
+        self._dest_columns.append((positions, [dest.rates.cps for service in services for dest in service.dests]))
+        return new_services, DestHistory(self._dest_columns)
 
 
 class Poller(threading.Thread):
@@ -319,7 +322,7 @@ class Poller(threading.Thread):
             if signature != self._layout_signature:
                 self._layout_signature = signature
                 self._layout += 1
-            self._last_histories = self._history.add(state.services)
+            self._last_histories = self._history.add(state.services, self._layout)
             if state.connections is not None:
                 self._last_aggregates = aggregate_connections(state.services, state.connections)
             else:

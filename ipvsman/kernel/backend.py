@@ -184,7 +184,7 @@ class KernelBackend(Backend):
             warnings=tuple(warnings),
         )
 
-    def _read_connections(self, services, skipped, warnings) -> tuple[model.Connection, ...] | None:
+    def _read_connections(self, services, skipped, warnings) -> model.ConnectionTable | None:
         want_pe_data = any(service.pe_name for service in services)
         try:
             table, malformed = procfs.read_connections(self._net_dir, want_pe_data)
@@ -193,7 +193,7 @@ class KernelBackend(Backend):
             return None
         if malformed:
             skipped[procfs.SKIP_MALFORMED] += malformed
-        return tuple(table)
+        return table  # immutable already: a tuple of it would be a Connection per entry again
 
     # -- changing -------------------------------------------------------------------------------
     def _writable_socket(self, action: str) -> netlink.IpvsSocket:

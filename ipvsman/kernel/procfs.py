@@ -12,18 +12,21 @@ seconds. /proc/net/ip_vs_conn_sync has no PE columns and an Origin column (LOCAL
 Expires. Persistence templates show protocol IP (fwmark services) or state NONE.
 
 The table can hold hundreds of thousands of entries, so the parsers split each line once, look
-addresses and ports up in caches, and build the tuples without keyword arguments. A line that
-does not parse is counted, never raised.
+words, addresses and ports up in caches and pack each entry into a 24-byte record of a
+model.ConnectionTable (no string or tuple per entry). A line that does not parse is counted,
+never raised.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 
 from ipvsman import collector
-from ipvsman.model import Connection
+from ipvsman.model import CONNECTION_RECORD, OTHER_CLIENT, Connection, ConnectionTable, connection_kind
 
 CONN_FILE = "ip_vs_conn"
 CONN_SYNC_FILE = "ip_vs_conn_sync"
@@ -33,43 +36,44 @@ SKIP_MALFORMED = "malformed /proc lines"
 
 HEADER_PREFIX = "Pro "
 
-_new_connection = tuple.__new__
 _inet_ntoa = socket.inet_ntoa
 _inet_ntop = socket.inet_ntop
 _inet_pton = socket.inet_pton
 _fromhex = bytes.fromhex
 _AF_INET6 = socket.AF_INET6
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# What a line that does not parse raises: a bad number or address (ValueError, OSError from
+# inet_pton) or a value too large for its place in the record (struct.error, OverflowError).
+_MALFORMED = (ValueError, OverflowError, OSError, struct.error)
 
-# Ports repeat (a few virtual and real ports, at most 65536 client ports), so a shared cache of
-# at most 65536 uppercase spellings pays off across polls; addresses are cached per parse only,
-# since client addresses are unbounded.
+# A record as the parsers pack it: the client and its port as the 6 bytes of their 12 hex digits.
+_PACK_RECORD = struct.Struct(">HIHIH6sI")
+assert _PACK_RECORD.size == CONNECTION_RECORD.size
+
+# Virtual and real server ports repeat, so a shared cache of their uppercase spellings pays off
+# across polls (client ports are decoded with their address instead).
 _port_cache: dict[str, int] = {}
+
+
+def _hex_port(text: str) -> int:
+    if len(text) != 4 or not _HEX_DIGITS.issuperset(text):
+        raise ValueError(f"bad port {text!r}")
+    return int(text, 16)
 
 
 def _port(text: str) -> int:
     value = _port_cache.get(text)
     if value is None:
-        if len(text) != 4 or not _HEX_DIGITS.issuperset(text):
-            raise ValueError(f"bad port {text!r}")
-        value = int(text, 16)
+        value = _hex_port(text)
         if text.isupper() or text.isdigit():
             _port_cache[text] = value
     return value
 
 
-# The same few words (protocols, states, origins) and expiry counts come on every line: one
-# shared object for each, instead of a new string or int per connection (at 200,000
-# connections that is some 30 MB). Bounded, since the text is the kernel's, not ours.
-_words: dict[str, str] = {}
+# Expiry counts repeat too (seconds up to the longest timeout): one shared cache of their text.
+# Bounded, since the text is the kernel's, not ours.
 _expiry_counts: dict[str, int] = {}
 SHARED_LIMIT = 1 << 16
-
-
-def _word(text: str) -> str:
-    if len(_words) < SHARED_LIMIT:
-        _words[text] = text
-    return text
 
 
 def _expires(text: str) -> int:
@@ -88,59 +92,89 @@ def hex_to_ipv4(text: str) -> str:
     return _inet_ntoa(_fromhex(text))
 
 
-def _address(text: str, cache: dict, limit: int | None = None) -> str:
-    address = cache.get(text)
-    if address is None:
-        if len(text) == 8:
-            address = _inet_ntoa(_fromhex(text))
-        elif ":" in text:
-            address = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, text))  # compressed form
-        else:
-            raise ValueError(f"bad address {text!r}")
-        if limit is None or len(cache) < limit:
-            cache[text] = address
-    return address
+def _address_text(text: str) -> str:
+    """An address as /proc prints it -> as ipvsadm does: dotted IPv4, compressed IPv6."""
+    if len(text) == 8:
+        return _inet_ntoa(_fromhex(text))
+    if ":" in text:
+        return _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, text))
+    raise ValueError(f"bad address {text!r}")
 
 
-# Clients repeat when one client has many connections, but a large table is mostly distinct
-# clients: caching them all would hold a second copy of every address while the table is
-# parsed (20 MB at 200,000 entries), so only the first few thousand are kept.
+def _new_address(text: str, cache: dict[str, int], addresses: list[str]) -> int:
+    """The index of a virtual or real server address not seen yet in this table."""
+    index = cache[text] = len(addresses)
+    addresses.append(_address_text(text))
+    return index
+
+
+# A client that is not IPv4 goes into the table's side list, a string each. Clients repeat when
+# one client has many connections, but a large table is mostly distinct clients: caching them all
+# would hold a second copy of every address while the table is parsed, so only the first few
+# thousand are looked up; the others are added again when they repeat.
 CLIENT_CACHE_LIMIT = 8192
 
 
-def _lines(lines: Iterable[str]) -> Iterator[str]:
+def _other_client(text: str, port: str, cache: dict[str, bytes], clients: list[str]) -> bytes:
+    """The record's 6 bytes for a client that is not IPv4, and its port: its index in `clients`, big-endian."""
+    if len(text) == 8:
+        raise ValueError(f"bad port {port!r}")  # an IPv4 client comes here only then
+    index = cache.get(text)
+    if index is None:
+        if ":" not in text:
+            raise ValueError(f"bad address {text!r}")
+        address = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, text))  # compressed form
+        index = len(clients).to_bytes(4, "big")  # OverflowError only past 4 billion entries
+        clients.append(address)
+        if len(cache) < CLIENT_CACHE_LIMIT:
+            cache[text] = index
+    return index + _hex_port(port).to_bytes(2, "big")  # not cached: client ports are many
+
+
+def _kind(codes: dict, key: tuple, origin: str | None) -> int:
+    """The kind code of (protocol, state) and an origin not seen yet in this parse."""
+    if origin is not None and origin != "LOCAL" and origin != "SYNC":
+        raise ValueError(f"bad origin {origin!r}")
+    code = codes[key] = connection_kind(key[0], key[1], origin)
+    return code
+
+
+def _body(lines: Iterable[str]) -> Iterator[str]:
     """The lines after the header line (when there is one)."""
     lines = iter(lines)
     for first in lines:
-        if not first.startswith(HEADER_PREFIX):
-            yield first
-        break
-    yield from lines
+        if first.startswith(HEADER_PREFIX):
+            return lines
+        return itertools.chain((first,), lines)
+    return lines
 
 
-def parse_conn(text: str | Iterable[str]) -> tuple[list[Connection], int]:
+def parse_conn(text: str | Iterable[str]) -> tuple[ConnectionTable, int]:
     """Parse /proc/net/ip_vs_conn (its text, or its lines); returns the connections and the number
     of malformed lines."""
     with collector.paused():
         return _parse_conn(text.splitlines() if isinstance(text, str) else text)
 
 
-def _parse_conn(lines: Iterable[str]) -> tuple[list[Connection], int]:
-    connections = []
-    append = connections.append
-    addresses: dict[str, str] = {}  # virtual and real server addresses: few
-    address_get = addresses.get
-    clients: dict[str, str] = {}
-    client_get = clients.get
-    port_get = _port_cache.get
-    word_get, expires_get = _words.get, _expiry_counts.get
+def _parse_conn(lines: Iterable[str]) -> tuple[ConnectionTable, int]:
+    records = bytearray()
+    pack, record_size = _PACK_RECORD.pack, CONNECTION_RECORD.size
+    addresses = [""]  # virtual and real server addresses, few; 0 unused: a found index is true
+    address_index: dict[str, int] = {}
+    address_get = address_index.get
+    other_clients: list[str] = []
+    other_index: dict[str, bytes] = {}
+    pe: dict[int, tuple[str, str]] = {}  # entry -> (PE name, PE data): rare
+    kinds: dict[tuple[str, str], int] = {}
+    kind_get = kinds.get
+    port_get, expires_get, fromhex = _port_cache.get, _expiry_counts.get, _fromhex
     malformed = 0
-    for line in _lines(lines):
+    for line in _body(lines):
         # PEData runs to the end of the line and may hold spaces: split off at most 11 fields.
         fields = line.split(None, 10)
         count = len(fields)
         if count == 9:
-            pe_name = pe_data = ""
+            pe_name = ""
         elif count == 11:
             pe_name = fields[9]
             pe_data = fields[10].rstrip()
@@ -154,48 +188,50 @@ def _parse_conn(lines: Iterable[str]) -> tuple[list[Connection], int]:
         protocol, client, cport, virtual, vport, dest, dport, state, expires = fields[:9]
         try:
             # Lookups are inlined (get, then the slow path) because this runs once per entry.
-            append(
-                _new_connection(
-                    Connection,
-                    (
-                        word_get(protocol) or _word(protocol),
-                        client_get(client) or _address(client, clients, CLIENT_CACHE_LIMIT),
-                        port_get(cport) or _port(cport),
-                        address_get(virtual) or _address(virtual, addresses),
-                        port_get(vport) or _port(vport),
-                        address_get(dest) or _address(dest, addresses),
-                        port_get(dport) or _port(dport),
-                        word_get(state) or _word(state),
-                        expires_get(expires) or _expires(expires),
-                        None,
-                        pe_name,
-                        pe_data,
-                    ),
-                )
+            key = (protocol, state)
+            kind = kind_get(key) or _kind(kinds, key, None)
+            if len(client) == 8 and len(cport) == 4:
+                client = fromhex(client + cport)  # address and port: ValueError when not hex
+            else:
+                client = _other_client(client, cport, other_index, other_clients)
+                kind |= OTHER_CLIENT
+            records += pack(
+                kind,
+                address_get(virtual) or _new_address(virtual, address_index, addresses),
+                port_get(vport) or _port(vport),
+                address_get(dest) or _new_address(dest, address_index, addresses),
+                port_get(dport) or _port(dport),
+                client,
+                expires_get(expires) or _expires(expires),
             )
-        except (ValueError, OSError):
+        except _MALFORMED:
             malformed += 1
-    return connections, malformed
+        else:
+            if pe_name:
+                pe[len(records) // record_size - 1] = (pe_name, pe_data)
+    return ConnectionTable(records, addresses, other_clients).with_pe(pe), malformed
 
 
-def parse_conn_sync(text: str | Iterable[str]) -> tuple[list[Connection], int]:
+def parse_conn_sync(text: str | Iterable[str]) -> tuple[ConnectionTable, int]:
     """Parse /proc/net/ip_vs_conn_sync (with Origin; its text, or its lines); returns connections and
     malformed lines."""
     with collector.paused():
         return _parse_conn_sync(text.splitlines() if isinstance(text, str) else text)
 
 
-def _parse_conn_sync(lines: Iterable[str]) -> tuple[list[Connection], int]:
-    connections = []
-    append = connections.append
-    addresses: dict[str, str] = {}  # virtual and real server addresses: few
-    address_get = addresses.get
-    clients: dict[str, str] = {}
-    client_get = clients.get
-    port_get = _port_cache.get
-    word_get, expires_get = _words.get, _expiry_counts.get
+def _parse_conn_sync(lines: Iterable[str]) -> tuple[ConnectionTable, int]:
+    records = bytearray()
+    pack = _PACK_RECORD.pack
+    addresses = [""]  # virtual and real server addresses, few; 0 unused: a found index is true
+    address_index: dict[str, int] = {}
+    address_get = address_index.get
+    other_clients: list[str] = []
+    other_index: dict[str, bytes] = {}
+    kinds: dict[tuple[str, str, str], int] = {}
+    kind_get = kinds.get
+    port_get, expires_get, fromhex = _port_cache.get, _expiry_counts.get, _fromhex
     malformed = 0
-    for line in _lines(lines):
+    for line in _body(lines):
         fields = line.split()
         if len(fields) != 10:
             if fields:
@@ -203,37 +239,39 @@ def _parse_conn_sync(lines: Iterable[str]) -> tuple[list[Connection], int]:
             continue
         protocol, client, cport, virtual, vport, dest, dport, state, origin, expires = fields
         try:
-            if origin != "LOCAL" and origin != "SYNC":
-                raise ValueError(origin)
-            append(
-                _new_connection(
-                    Connection,
-                    (
-                        word_get(protocol) or _word(protocol),
-                        client_get(client) or _address(client, clients, CLIENT_CACHE_LIMIT),
-                        port_get(cport) or _port(cport),
-                        address_get(virtual) or _address(virtual, addresses),
-                        port_get(vport) or _port(vport),
-                        address_get(dest) or _address(dest, addresses),
-                        port_get(dport) or _port(dport),
-                        word_get(state) or _word(state),
-                        expires_get(expires) or _expires(expires),
-                        word_get(origin) or _word(origin),
-                        "",
-                        "",
-                    ),
-                )
+            key = (protocol, state, origin)
+            kind = kind_get(key) or _kind(kinds, key, origin)
+            if len(client) == 8 and len(cport) == 4:
+                client = fromhex(client + cport)  # address and port: ValueError when not hex
+            else:
+                client = _other_client(client, cport, other_index, other_clients)
+                kind |= OTHER_CLIENT
+            records += pack(
+                kind,
+                address_get(virtual) or _new_address(virtual, address_index, addresses),
+                port_get(vport) or _port(vport),
+                address_get(dest) or _new_address(dest, address_index, addresses),
+                port_get(dport) or _port(dport),
+                client,
+                expires_get(expires) or _expires(expires),
             )
-        except (ValueError, OSError):
+        except _MALFORMED:
             malformed += 1
-    return connections, malformed
+    return ConnectionTable(records, addresses, other_clients), malformed
 
 
-def merge_pe_data(with_origin: list[Connection], with_pe: Iterable[Connection]) -> list[Connection]:
+def merge_pe_data(with_origin: Sequence[Connection], with_pe: Iterable[Connection]) -> Sequence[Connection]:
     """Copy PE name and data from ip_vs_conn entries onto the same ip_vs_conn_sync entries."""
+    if isinstance(with_pe, ConnectionTable):  # only its entries with a PE name are made whole
+        with_pe = map(with_pe.__getitem__, itertools.compress(itertools.count(), with_pe.column("pe_name")))
     pe = {conn[:7]: (conn.pe_name, conn.pe_data) for conn in with_pe if conn.pe_name}
     if not pe:
         return with_origin
+    if isinstance(with_origin, ConnectionTable):
+        # Only entries of a client with PE data can match: the table finds those without a
+        # Connection per entry; they are then compared whole.
+        rows = with_origin.rows_of_clients({key[1] for key in pe})
+        return with_origin.with_pe({row: found for row in rows if (found := pe.get(with_origin[row][:7]))})
     merged = []
     for conn in with_origin:
         found = pe.get(conn[:7])
@@ -263,12 +301,12 @@ def read_text(path: str) -> str:
 READ_BUFFER = 1 << 20
 
 
-def _parse_file(path: str, parse) -> tuple[list[Connection], int]:
+def _parse_file(path: str, parse) -> tuple[ConnectionTable, int]:
     with open(path, encoding="ascii", errors="replace", buffering=READ_BUFFER) as handle:
         return parse(handle)
 
 
-def read_connections(directory: str, want_pe_data: bool = False) -> tuple[list[Connection], int]:
+def read_connections(directory: str, want_pe_data: bool = False) -> tuple[ConnectionTable, int]:
     """The connection table of `directory` (see net_dir), with origins when the kernel shows them.
 
     ip_vs_conn_sync has the Origin column but no PE data; ip_vs_conn is read as well only when

@@ -367,7 +367,7 @@ def send_messages(
 # -- a namespace's connection table (parsed by ipvsman.kernel.procfs) -------------------------------------------------------------------
 
 
-def read_conn_table(netns: str | None = None, origin: bool = True) -> list[Connection]:
+def read_conn_table(netns: str | None = None, origin: bool = True) -> Sequence[Connection]:
     """The connection table of this namespace or a named one (ip_vs_conn_sync when `origin`)."""
     name = procfs.CONN_SYNC_FILE if origin else procfs.CONN_FILE
     with netns_entered(netns):

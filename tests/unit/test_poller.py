@@ -14,6 +14,7 @@ from ipvsman.poller import (
     AddDest,
     CallInPoller,
     Poller,
+    RateHistory,
     RemoveDest,
     SetWeight,
     aggregate_connections,
@@ -318,13 +319,28 @@ def test_the_layout_number_changes_only_when_services_or_real_servers_come_or_go
 
 
 def test_the_real_server_history_is_a_mapping_by_dest_key():
-    from ipvsman.model import DestHistory
+    from ipvsman.model import Dest, Rates, Service
 
     web = ServiceKey("inet", "tcp", "10.0.0.1", 80)
-    history = DestHistory({web: {("10.1.0.1", 8080): (1, 2), ("10.1.0.2", 8080): (3,)}})
+
+    def services(*dests):
+        return (Service(web, "rr", dests=tuple(Dest(address, 8080, "masq", 1, rates=Rates(cps=cps)) for address, cps in dests)),)
+
+    rates = RateHistory(length=3)
+    rates.add(services(("10.1.0.1", 1)), layout=1)
+    _, history = rates.add(services(("10.1.0.1", 2), ("10.1.0.2", 3)), layout=2)
     assert history[DestKey(web, "10.1.0.1", 8080)] == (1, 2)
     assert history.get(DestKey(web, "10.1.0.3", 8080)) is None
     assert history.get(DestKey(ServiceKey("inet", "udp", "10.0.0.1", 80), "10.1.0.1", 8080)) is None
     assert history.get(("10.1.0.1", 8080)) is None  # only DestKeys are keys
     assert len(history) == 2 and set(history) == {DestKey(web, "10.1.0.1", 8080), DestKey(web, "10.1.0.2", 8080)}
     assert dict(history) == {DestKey(web, "10.1.0.1", 8080): (1, 2), DestKey(web, "10.1.0.2", 8080): (3,)}
+    # Bounded, and a snapshot's history stays what it was when later polls come.
+    for cps in (4, 5, 6):
+        _, later = rates.add(services(("10.1.0.1", cps), ("10.1.0.2", cps)), layout=2)
+    assert later[DestKey(web, "10.1.0.1", 8080)] == (4, 5, 6)
+    assert history[DestKey(web, "10.1.0.1", 8080)] == (1, 2)
+    # A real server that left and came back starts again.
+    rates.add(services(("10.1.0.2", 7)), layout=3)
+    _, back = rates.add(services(("10.1.0.1", 8), ("10.1.0.2", 9)), layout=4)
+    assert back[DestKey(web, "10.1.0.1", 8080)] == (8,) and back[DestKey(web, "10.1.0.2", 8080)] == (6, 7, 9)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Hashable, Sequence
+import itertools
+import operator
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import urwid
 
-from ipvsman.model import STATE_LABELS, Connection, Snapshot, split_host_port
+from ipvsman.model import STATE_LABELS, Connection, ConnectionTable, Snapshot, split_host_port
 from ipvsman.ui.views import View, ViewContext, address_sort_key
 from ipvsman.ui.widgets import Line, Row, fmt_count, fmt_seconds
 
@@ -27,6 +29,23 @@ SORT_KEYS: dict[str, Callable[[Connection], object]] = {
     "origin": lambda c: c.origin or "",
 }
 
+
+def _or_empty(origin: str | None) -> str:
+    return origin or ""
+
+
+# The same orders for a ConnectionTable, from its columns: a key per entry without a Connection
+# per entry, and key functions called once per distinct word or server address.
+TABLE_SORT_KEYS: dict[str, Callable[[ConnectionTable], list]] = {
+    "proto": lambda t: list(t.column("protocol")),
+    "expires": lambda t: list(t.column("expires")),
+    "state": lambda t: list(t.column("state")),
+    "client": lambda t: t.client_order(address_sort_key),
+    "virtual": lambda t: list(zip(t.column("virtual", address_sort_key), t.column("virtual_port"))),
+    "real": lambda t: list(zip(t.column("dest", address_sort_key), t.column("dest_port"))),
+    "origin": lambda t: list(t.column("origin", _or_empty)),
+}
+
 # Column widths (with the space after each); the three address columns share the rest.
 PROTO, EXPIRES, STATE, ORIGIN = 4, 7, 12, 5
 
@@ -40,6 +59,8 @@ FIELD_ALIASES = {
 }  # fmt: skip
 STATE_BY_LABEL = {label.lower(): state for state, label in STATE_LABELS.items()}
 ENDPOINT_FIELDS = {"client": (1, 2), "virtual": (3, 4), "real": (5, 6)}  # Connection field indexes
+TABLE_FIELDS = {"client": ("client", "client_port"), "virtual": ("virtual", "virtual_port"),
+                "real": ("dest", "dest_port"), "state": "state", "proto": "protocol", "origin": "origin"}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=65536)
@@ -118,6 +139,46 @@ class ConnectionFilter:
             haystack = searchable(conn)
             return all(word in haystack for word in self.words)
         return True
+
+    def rows(self, table: ConnectionTable) -> Iterable[int]:
+        """Indexes of the entries of `table` that match: as matches() on each, computed column-wise.
+
+        Each `field=` is a mask over the table's columns (true where it holds), computed in C with
+        the field's values normalised once per distinct value; only words need each entry whole.
+        """
+        masks = [self._mask(table, field, alternatives) for field, alternatives in self.exact]
+        words = self.words
+        if not masks:  # words alone: every entry made whole, in turn (faster than by index)
+            return [row for row, text in enumerate(map(searchable, table)) if all(word in text for word in words)]
+        rows = itertools.compress(range(len(table)), functools.reduce(lambda a, b: map(operator.and_, a, b), masks))
+        if words:
+            return [row for row in rows if all(word in searchable(table[row]) for word in words)]
+        return rows
+
+    @staticmethod
+    def _mask(table: ConnectionTable, field: str, alternatives: tuple) -> Iterable[bool]:
+        if field not in ENDPOINT_FIELDS:  # a word of the kind: upper() once per distinct one
+            allowed = frozenset(alternatives)
+            return table.column(TABLE_FIELDS[field], lambda value: (value or "").upper() in allowed)
+        address_field, port_field = TABLE_FIELDS[field]
+        if field == "client":
+            # Clients are mostly distinct, and IPv4 ones are already as normal_address spells them
+            # (inet_ntoa): only the others are looked up, once each.
+            others = {c: normal for c in table.other_clients if (normal := normal_address(c)) != c}
+            addresses = table.column("client", (lambda c: others.get(c, c)) if others else None)
+        else:
+            addresses = table.column(address_field, normal_address)
+        full = {(a, p) for a, p in alternatives if a is not None and p is not None}
+        by_address = {a for a, p in alternatives if p is None}
+        by_port = {p for a, p in alternatives if a is None}
+        if not (by_address or by_port):
+            return map(full.__contains__, zip(addresses, table.column(port_field)))
+        if not (full or by_port):
+            return map(by_address.__contains__, addresses)
+        addresses, ports = list(addresses), list(table.column(port_field))
+        masks = [map(full.__contains__, zip(addresses, ports)), map(by_address.__contains__, addresses),
+                 map(by_port.__contains__, ports)]  # fmt: skip
+        return functools.reduce(lambda a, b: map(operator.or_, a, b), masks)
 
 
 def searchable(conn: Connection) -> str:
@@ -259,14 +320,22 @@ class ConnectionsView(View):
         connections = self.snapshot.connections if self.snapshot else ()
         self._show_origin = any(conn.origin for conn in connections[:64])
         order: Sequence[int]
+        table = isinstance(connections, ConnectionTable)  # then column-wise: no Connection per entry
         if self.filter:
-            order = [index for index, conn in enumerate(connections) if self.filter.matches(conn)]
+            if table:
+                order = list(self.filter.rows(connections))
+            else:
+                order = [index for index, conn in enumerate(connections) if self.filter.matches(conn)]
         else:
             # The whole table in the kernel's order: a range, not a list of 200,000 ints (8 MB).
             order = range(len(connections))
         if self.sort_column:
-            key = SORT_KEYS[self.sort_column]
-            order = sorted(order, key=lambda index: key(connections[index]), reverse=self.sort_reverse)
+            if table:
+                keys = TABLE_SORT_KEYS[self.sort_column](connections)
+                order = sorted(order, key=keys.__getitem__, reverse=self.sort_reverse)
+            else:
+                key = SORT_KEYS[self.sort_column]
+                order = sorted(order, key=lambda index: key(connections[index]), reverse=self.sort_reverse)
         elif self.sort_reverse:
             order = order[::-1]
         focus = 0
@@ -279,6 +348,16 @@ class ConnectionsView(View):
     def _find(connections, order, wanted: tuple, near: int) -> int:
         if near < len(order) and identity(connections[order[near]]) == wanted:
             return near
+        if isinstance(connections, ConnectionTable):
+            # The wanted client's entries, found in the table's records, then placed in `order`.
+            rows = [row for row in connections.rows_of_clients((wanted[1],)) if identity(connections[row]) == wanted]
+            positions = []
+            for row in rows:
+                try:
+                    positions.append(order.index(row))
+                except ValueError:  # filtered out
+                    pass
+            return min(positions) if positions else min(near, max(0, len(order) - 1))
         for position, index in enumerate(order):
             if identity(connections[index]) == wanted:
                 return position
