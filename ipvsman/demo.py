@@ -21,6 +21,7 @@ from ipvsman.model import (
     FORWARD_LABELS,
     WEIGHT_MAX,
     Connection,
+    ConnectionTable,
     Daemon,
     Dest,
     DestKey,
@@ -617,9 +618,10 @@ class DemoBackend(Backend):
                     service.base[i] += value
                 service.retired.remove(dest)
 
-    def _connection_table(self) -> tuple[Connection, ...]:
+    def _connection_table(self) -> ConnectionTable:
         # The hot loop of a poll, a row per connection: rows are built as plain tuples of the
-        # right shape, skipping NamedTuple's slower __new__.
+        # right shape, skipping NamedTuple's slower __new__. They are handed out packed, as the
+        # kernel backend's are, so that views and benchmarks see the same kind of table.
         now = self._now
         make = tuple.__new__
         established_timeout = TCP_TIMEOUTS["ESTABLISHED"]
@@ -634,7 +636,7 @@ class DemoBackend(Backend):
                 left = entry.deadline - now
                 expires = int(left) if left > 0 else 0
             append(make(Connection, entry.head + (state, expires, "LOCAL", "", "")))
-        return tuple(rows)
+        return ConnectionTable.from_connections(rows)
 
     # -- simulated time -----------------------------------------------------------------------
     def _warm_up(self, seconds: float) -> None:
