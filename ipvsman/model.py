@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import itertools
 import operator
 import socket
@@ -662,6 +663,7 @@ class Snapshot:
     # positions in `services` (and in each service's dests) taken from one snapshot hold in
     # every snapshot of the same layout. None when unknown (hand-made snapshots): no reuse.
     layout: int | None = None
+    arrangement: Arrangement | None = None  # of this layout; None when unknown
 
     @property
     def services(self) -> tuple[Service, ...]:
@@ -684,6 +686,91 @@ class Snapshot:
     def find_dest(self, key: DestKey) -> Dest | None:
         service = self.find_service(key.service)
         return service.find_dest(key.address, key.port) if service else None
+
+
+@functools.lru_cache(maxsize=65536)
+def address_sort_key(address: str) -> tuple:
+    """Orders addresses numerically (IPv4 before IPv6); text that is no address sorts last."""
+    # inet_pton first: it is many times faster than ipaddress, and a director with 100,000 real
+    # servers has more addresses than the cache holds.
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return (version, int.from_bytes(socket.inet_pton(family, address), "big"), "")
+        except (OSError, ValueError):
+            pass
+    try:
+        parsed = ipaddress.ip_address(address)  # what inet_pton does not take, such as fe80::1%eth0
+    except ValueError:
+        return (9, 0, address)
+    return (parsed.version, int(parsed), "")
+
+
+_ipv4_bytes = functools.partial(socket.inet_pton, socket.AF_INET)
+
+
+def sorted_addresses(addresses: Iterable[str]) -> list[str]:
+    """sorted(addresses, key=address_sort_key); when all are IPv4 (as on most directors), compared
+    as packed bytes made in C: at 100,000 real servers a quarter of the time."""
+    addresses = list(addresses)
+    try:
+        return sorted(addresses, key=_ipv4_bytes)
+    except OSError:  # an IPv6 address, or text that is no address
+        return sorted(addresses, key=address_sort_key)
+
+
+def service_sort_key(key: ServiceKey) -> tuple:
+    return (address_sort_key(key.address), key.fwmark, key.protocol or "", key.port)
+
+
+def group_by_vip(services: Iterable) -> list[tuple[str, list]]:
+    """Services grouped by virtual address in address order; fwmark services last under ''."""
+    groups: dict[str, list] = {}
+    for service in sorted(services, key=lambda s: service_sort_key(s.key)):
+        groups.setdefault(service.key.address, []).append(service)
+    return sorted(groups.items(), key=lambda item: (item[0] == "", address_sort_key(item[0])))
+
+
+class Arrangement:
+    """How views 1-3 arrange one layout of services (Snapshot.layout), worked out in the polling
+    thread when the layout changes, so that switching to a view does not regroup 100,000 real
+    servers between two frames. Everything is positions: they hold in every snapshot of the layout.
+
+    - vip_groups: group_by_vip as (VIP, positions in services);
+    - by_position: positions in services, in display order (service_sort_key);
+    - servers: each real server address -> (display position, index in that service's dests),
+      in display order; server_order: those addresses in address order.
+    """
+
+    __slots__ = ("vip_groups", "by_position", "servers", "server_order")
+
+    def __init__(self, services: Sequence[Service]):
+        position_of = {id(service): index for index, service in enumerate(services)}
+        self.vip_groups = [(address, [position_of[id(s)] for s in group]) for address, group in group_by_vip(services)]
+        self.by_position = services_in_order(services)
+        self.servers = servers_by_address([services[index].dests for index in self.by_position])
+        self.server_order = sorted_addresses(self.servers)
+
+
+def services_in_order(services: Sequence[Service]) -> list[int]:
+    """Positions in `services`, in display order (service_sort_key)."""
+    return sorted(range(len(services)), key=lambda index: service_sort_key(services[index].key))
+
+
+def servers_by_address(entries_of: Sequence[Sequence], keep: Callable[[int, object], bool] | None = None) -> dict:
+    """Each real server address -> [(position, index)] of every entry with that address, in order:
+    entries_of[position][index] is a real server (anything with .address) of the position-th
+    service. With `keep`, only entries for which keep(position, entry) holds."""
+    servers: dict[str, list[tuple[int, int]]] = {}
+    for position, entries in enumerate(entries_of):
+        for index, entry in enumerate(entries):
+            if keep is not None and not keep(position, entry):
+                continue
+            found = servers.get(entry.address)
+            if found is None:
+                servers[entry.address] = [(position, index)]
+            else:
+                found.append((position, index))
+    return servers
 
 
 def layout_signature(services: Iterable[Service]) -> tuple:

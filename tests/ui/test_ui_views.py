@@ -79,3 +79,41 @@ def test_poll_error_is_shown_and_reported_once(dashboard):
     assert "POLL ERROR" in lines[0]
     assert "poll: netlink: EPERM" in lines[-1]
     assert [m.text for m in dashboard.status.history].count("poll: netlink: EPERM") == 1
+
+
+def test_sorted_addresses_orders_as_the_address_sort_key():
+    from ipvsman.model import address_sort_key, sorted_addresses
+
+    ipv4 = ["10.0.0.10", "10.0.0.9", "9.255.255.255", "192.168.1.1", "10.0.0.9"]
+    mixed = ipv4 + ["2001:db8::1", "::1", "not an address", "fe80::1%eth0"]
+    for addresses in (ipv4, mixed, []):
+        assert sorted_addresses(iter(addresses)) == sorted(addresses, key=address_sort_key)
+    assert sorted_addresses(ipv4)[:2] == ["9.255.255.255", "10.0.0.9"]  # numerically, not as text
+
+
+def test_views_show_the_same_with_the_pollers_arrangement_as_without(clock):
+    import dataclasses
+
+    from uihelpers import FakePoller, make_dashboard
+
+    from ipvsman.demo import DemoBackend
+    from ipvsman.poller import Poller
+
+    backend = DemoBackend(seed=3, tick=1.0)
+    backend.open()
+    snapshot = Poller(backend, on_snapshot=lambda s: None).poll_once()
+    assert snapshot.arrangement is not None and snapshot.layout is not None
+    bare = dataclasses.replace(snapshot, arrangement=None)  # the views group by themselves
+    boards = []
+    for shown in (snapshot, bare):
+        board = make_dashboard(FakePoller(), clock)
+        board.apply_snapshot(shown)
+        boards.append(board)
+    for key in ("1", "2", "3"):
+        for step in (key, "page down", "page down", "end"):
+            pages = []
+            for board in boards:
+                board.top.keypress((100, 30), step)
+                pages.append(screen(board))
+            assert pages[0] == pages[1], (key, step)
+    assert any("->" in line for line in pages[0])  # view 3 listed real servers under their services

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from ipvsman.kernel import procfs
 from ipvsman.model import Connection, ConnectionTable, Dest, DestKey, RawState, Service, ServiceKey, Snapshot
 from ipvsman.poller import aggregate_connections
-from ipvsman.ui.views import ViewContext, address_sort_key
+from ipvsman.model import address_sort_key
+from ipvsman.ui.views import ViewContext
 from ipvsman.ui.views.connections import SORT_COLUMNS, ConnectionsView, identity
 
 # As ip_vs_conn_seq_show prints them ("%-3s %08X %04X %08X %04X %s %04X %-11s %7u%s"): IPv4, an IPv6

@@ -9,7 +9,7 @@ import pytest
 
 from ipvsman.backend import Backend, BackendError, IpvsUnavailable, NotPermitted
 from ipvsman.demo import DemoBackend
-from ipvsman.model import Connection, Dest, DestKey, RawState, Service, ServiceKey
+from ipvsman.model import Connection, Dest, DestKey, RawState, Service, ServiceKey, service_sort_key
 from ipvsman.poller import (
     AddDest,
     CallInPoller,
@@ -344,3 +344,20 @@ def test_the_real_server_history_is_a_mapping_by_dest_key():
     rates.add(services(("10.1.0.2", 7)), layout=3)
     _, back = rates.add(services(("10.1.0.1", 8), ("10.1.0.2", 9)), layout=4)
     assert back[DestKey(web, "10.1.0.1", 8080)] == (8,) and back[DestKey(web, "10.1.0.2", 8080)] == (6, 7, 9)
+
+def test_the_arrangement_is_worked_out_once_a_layout():
+    backend = DemoBackend(seed=4, tick=1.0)
+    poller = Poller(backend, on_snapshot=lambda s: None)
+    first, second = poller.poll_once(), poller.poll_once()
+    assert first.layout == second.layout and second.arrangement is first.arrangement
+    services = second.services
+    assert [services[i].key for i in first.arrangement.by_position] == sorted(
+        (s.key for s in services), key=service_sort_key
+    )
+    assert set(first.arrangement.servers) == {d.address for s in services for d in s.dests}
+    gone = DestKey(ServiceKey("inet", "udp", "10.10.10.53", 53), "10.10.30.2", 53)
+    assert poller.run_command(RemoveDest(gone)).ok
+    third = poller.poll_once()
+    assert third.layout != second.layout and third.arrangement is not second.arrangement
+    pairs = [pair for pairs in third.arrangement.servers.values() for pair in pairs]
+    assert len(pairs) == sum(len(s.dests) for s in third.services)

@@ -8,11 +8,8 @@ Views only turn snapshots into widgets: no kernel access, no threads.
 from __future__ import annotations
 
 import bisect
-import functools
-import ipaddress
 import itertools
 import operator
-import socket
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +26,7 @@ from ipvsman.model import (
     ServiceKey,
     Snapshot,
     StateCounts,
+    group_by_vip,
     join_host_port,
 )
 from ipvsman.names import Names
@@ -70,27 +68,6 @@ class ViewContext:
     drift_only: bool = False  # views 1-3 list only what drifts (`D`)
     sync_monitor: object = None  # ipvsman.sync.monitor.MonitorStats, or a line saying why there is none
     configs: Sequence[ConfigSummary] = ()
-
-
-@functools.lru_cache(maxsize=65536)
-def address_sort_key(address: str) -> tuple:
-    """Orders addresses numerically (IPv4 before IPv6); text that is no address sorts last."""
-    # inet_pton first: it is many times faster than ipaddress, and a director with 100,000 real
-    # servers has more addresses than the cache holds.
-    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
-        try:
-            return (version, int.from_bytes(socket.inet_pton(family, address), "big"), "")
-        except (OSError, ValueError):
-            pass
-    try:
-        parsed = ipaddress.ip_address(address)  # what inet_pton does not take, such as fe80::1%eth0
-    except ValueError:
-        return (9, 0, address)
-    return (parsed.version, int(parsed), "")
-
-
-def service_sort_key(key: ServiceKey) -> tuple:
-    return (address_sort_key(key.address), key.fwmark, key.protocol or "", key.port)
 
 
 def port_label(key: ServiceKey, names: Names) -> str:
@@ -273,14 +250,6 @@ def held_markup(address: str, ctx: ViewContext) -> tuple[str, str]:
     return f"not held here{vrrp}", "held.away"
 
 
-def group_by_vip(services: Iterable[Service | ConfiguredService]) -> list[tuple[str, list]]:
-    """Services grouped by virtual address in address order; fwmark services last under ''."""
-    groups: dict[str, list] = {}
-    for service in sorted(services, key=lambda s: service_sort_key(s.key)):
-        groups.setdefault(service.key.address, []).append(service)
-    return sorted(groups.items(), key=lambda item: (item[0] == "", address_sort_key(item[0])))
-
-
 class VipGroups:
     """group_by_vip of a snapshot's services, worked out once a layout (Snapshot.layout): the order
     is kept as positions in `services` and refilled with each new snapshot's services."""
@@ -292,11 +261,14 @@ class VipGroups:
     def __call__(self, snapshot: Snapshot) -> list[tuple[str, list[Service]]]:
         services = snapshot.services
         if snapshot.layout is None or snapshot.layout != self._layout:
-            position_of = {id(service): index for index, service in enumerate(services)}
-            groups = group_by_vip(services)
-            self._positions = [(address, [position_of[id(s)] for s in group]) for address, group in groups]
             self._layout = snapshot.layout
-            return groups
+            if snapshot.arrangement is not None:
+                self._positions = snapshot.arrangement.vip_groups
+            else:
+                position_of = {id(service): index for index, service in enumerate(services)}
+                groups = group_by_vip(services)
+                self._positions = [(address, [position_of[id(s)] for s in group]) for address, group in groups]
+                return groups
         return [(address, [services[index] for index in positions]) for address, positions in self._positions]
 
     def shown(self, snapshot: Snapshot, ctx: ViewContext) -> list[tuple[str, list]]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import urwid
 
-from ipvsman.model import STATE_LABELS, Connection, ConnectionTable, Snapshot, split_host_port
-from ipvsman.ui.views import View, ViewContext, address_sort_key
+from ipvsman.model import STATE_LABELS, Connection, ConnectionTable, Snapshot, address_sort_key, split_host_port
+from ipvsman.ui.views import View, ViewContext
 from ipvsman.ui.widgets import Line, Row, fmt_count, fmt_seconds
 
 # Sort columns in the order `s` steps through them; None keeps the kernel's order.

@@ -3,20 +3,27 @@
 
 from __future__ import annotations
 
-from ipvsman.model import FORWARD_LABELS, Dest, DestKey, Service, Snapshot
+from ipvsman.model import (
+    FORWARD_LABELS,
+    Dest,
+    DestKey,
+    Service,
+    Snapshot,
+    servers_by_address,
+    services_in_order,
+    sorted_addresses,
+)
 from ipvsman.topology import ConfiguredDest
 from ipvsman.ui.views import (
     READY,
     KeyedListView,
     RowKind,
     ViewContext,
-    address_sort_key,
     connection_total,
     dest_state,
     drift_text,
     host_label,
     rates_text,
-    service_sort_key,
     service_title,
     state_markup,
     weight_markup,
@@ -51,27 +58,17 @@ class RealServersView(KeyedListView):
             self._kind.show(snapshot, ctx)  # same rows, each resolved in the new snapshot when drawn
             return blocks
         self._reused = None
-        # Services in display order, each with its entries: its real servers, then the configured
-        # ones the kernel lacks. Rows refer to entries by (service position, entry position).
-        by_position = sorted(range(len(snapshot.services)), key=lambda i: service_sort_key(snapshot.services[i].key))
-        entries_of = entries_in_order(snapshot, by_position, report)
-        # Each real server address with the (service, entry) positions of every service it serves,
-        # in service order: the one pass over all real servers.
-        servers: dict[str, list[tuple[int, int]]] = {}
-        for position, entries in enumerate(entries_of):
-            service_key = snapshot.services[by_position[position]].key
-            for index, dest in enumerate(entries):
-                if drift_only and not report.kinds(DestKey(service_key, dest.address, dest.port)):
-                    continue
-                found = servers.get(dest.address)
-                if found is None:
-                    servers[dest.address] = [(position, index)]
-                else:
-                    found.append((position, index))
+        arrangement = snapshot.arrangement if report is None else None
+        if arrangement is not None:  # worked out by the polling thread for this layout
+            by_position = arrangement.by_position
+            entries_of = entries_in_order(snapshot, by_position, None)
+            servers, order = arrangement.servers, arrangement.server_order
+        else:
+            by_position, entries_of, servers = self._group(snapshot, report, drift_only)
+            order = self._address_order(servers) if servers else []
         if not servers:
             text = " no real server drifts" if drift_only else " no real servers"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        order = self._address_order(servers)
         kind = self._kind = ServerRows(self, servers[order[0]])
         kind.show(snapshot, ctx, by_position, entries_of)
         # One block a real server address: a blank line before all but the first, its line, a row a
@@ -82,12 +79,27 @@ class RealServersView(KeyedListView):
             self._reused = (layout, blocks)
         return blocks
 
+    @staticmethod
+    def _group(snapshot: Snapshot, report, drift_only: bool) -> tuple[list[int], list[tuple], dict]:
+        """What model.Arrangement holds, for a snapshot without one or with a configuration compared."""
+        # Services in display order, each with its entries: its real servers, then the configured
+        # ones the kernel lacks. Rows refer to entries by (service position, entry position).
+        by_position = services_in_order(snapshot.services)
+        entries_of = entries_in_order(snapshot, by_position, report)
+
+        def drifts(position: int, entry) -> bool:
+            service_key = snapshot.services[by_position[position]].key
+            return bool(report.kinds(DestKey(service_key, entry.address, entry.port)))
+
+        servers = servers_by_address(entries_of, drifts if drift_only else None)
+        return by_position, entries_of, servers
+
     def _address_order(self, servers: dict) -> list[str]:
         """The addresses in address order; the same as last time when the set of addresses is (a set
         comparison, much cheaper than sorting 100,000 addresses again on every poll)."""
         if servers.keys() != self._addresses:
             self._addresses = set(servers)
-            self._order = sorted(servers, key=address_sort_key)
+            self._order = sorted_addresses(servers)
         return self._order
 
     def _counts(self, service: Service, dest: Dest, snapshot: Snapshot, ctx: ViewContext):
