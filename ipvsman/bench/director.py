@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import resource
 import platform
 import shutil
 import subprocess
@@ -123,11 +124,18 @@ class Director:
 
     def ipvsadm(self, *args: str) -> float:
         """Seconds one ipvsadm run takes in the namespace, its output thrown away (as watch draws it)."""
+        return self.ipvsadm_with_cpu(*args)[0]
+
+    def ipvsadm_with_cpu(self, *args: str) -> tuple[float, float]:
+        """Seconds of one ipvsadm run (as ipvsadm()) and the CPU seconds (user + system) it used."""
 
         def once():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run(["ipvsadm", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-            return time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return seconds, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
         return self.worker.call(once)
 

@@ -38,14 +38,16 @@ class OpenPoller:
         director.worker.call(self.backend.open)
         self.poller = Poller(self.backend, on_snapshot=lambda snapshot: None)
         self.backend_seconds = 0.0
+        self.backend_cpu = 0.0  # CPU seconds (user + system) of the polling thread in the last poll
         backend_poll = self.backend.poll
 
         def timed_poll(*args, **kwargs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return backend_poll(*args, **kwargs)
             finally:
                 self.backend_seconds = time.perf_counter() - started
+                self.backend_cpu = time.thread_time() - cpu
 
         self.backend.poll = timed_poll
 
@@ -145,12 +147,15 @@ def measure(director: Director, runs: int, pyroute2_runs: int) -> dict:
         fast_snapshot = fast.poll()[2]  # warm-up: first use of code paths and caches
         check_snapshot(fast_snapshot, director.services, director.dests)
         director.ipvsadm(*IPVSADM_ARGS)
-        fast_times, round_times, ipvsadm_times = [], [], []
+        fast_times, round_times, ipvsadm_times, fast_cpu, ipvsadm_cpu = [], [], [], [], []
         for _ in range(runs):  # interleaved, so that a slow patch of the machine hits both alike
             seconds, round_seconds, _ = fast.poll()
             fast_times.append(seconds)
+            fast_cpu.append(fast.backend_cpu)
             round_times.append(round_seconds)
-            ipvsadm_times.append(director.ipvsadm(*IPVSADM_ARGS))
+            seconds, cpu = director.ipvsadm_with_cpu(*IPVSADM_ARGS)
+            ipvsadm_times.append(seconds)
+            ipvsadm_cpu.append(cpu)
         slow_times = []
         slow_snapshot = None
         for _ in range(pyroute2_runs):
@@ -175,6 +180,8 @@ def measure(director: Director, runs: int, pyroute2_runs: int) -> dict:
         "round": statistics.median(round_times),
         "pyroute2": statistics.median(slow_times) if slow_times else None,
         "ipvsadm": statistics.median(ipvsadm_times),
+        "fast_cpu": statistics.median(fast_cpu),
+        "ipvsadm_cpu": statistics.median(ipvsadm_cpu),
         "runs": runs,
         "pyroute2_runs": len(slow_times),
         "agree": agree,
@@ -208,6 +215,11 @@ def run(director: Director, sizes: list[int], runs: int, pyroute2_runs: int, log
     report.figures.append(
         Figure("poll", f"full poll, {scale}, fast decoder", result["fast"], "s", result["ipvsadm"],
                "ipvsadm " + " ".join(IPVSADM_ARGS), f"<= {TARGET_RATIO:g}x ipvsadm", at_most(ratio, TARGET_RATIO),
+               note=f"median of {result['runs']}")  # fmt: skip
+    )
+    report.figures.append(
+        Figure("poll", "CPU of that poll: ipvsman's polling thread against the ipvsadm process (user + system)",
+               result["fast_cpu"], "CPU s", result["ipvsadm_cpu"], "ipvsadm " + " ".join(IPVSADM_ARGS),
                note=f"median of {result['runs']}")  # fmt: skip
     )
     report.figures.append(
