@@ -620,25 +620,25 @@ def test_a_poll_skips_a_service_that_vanished_and_ignores_replies_to_other_reque
     assert kernel_service(1)[0] not in {service.key for service in dump.services}
 
 
-def test_a_dump_that_fails_part_way_raises_the_kernels_error():
-    kernel = StandInKernel(services=3, dests=2, answers={dest_payload(2): "failed"})
+def poll_raising(exception, services: int, answers: dict) -> BaseException:
+    """What a whole poll of a stand-in kernel answering so raises."""
+    kernel = StandInKernel(services=services, dests=2, answers=answers)
     try:
-        with pytest.raises(NetlinkError) as raised:
+        with pytest.raises(exception) as raised:
             poll_through_socket(kernel, fd.FastDecoder)
     finally:
         kernel.close()
-    assert raised.value.code == 12
+    return raised.value
+
+
+def test_a_dump_that_fails_part_way_raises_the_kernels_error():
+    assert poll_raising(NetlinkError, 3, {dest_payload(2): "failed"}).code == 12
 
 
 def test_a_kernel_that_does_not_answer_gives_a_timeout_not_a_hang(monkeypatch):
     monkeypatch.setattr(nl, "REPLY_TIMEOUT", 0.3)
-    kernel = StandInKernel(services=2, dests=2, answers={dest_payload(0): "silent"})
-    try:
-        with pytest.raises(OSError) as raised:
-            poll_through_socket(kernel, fd.FastDecoder)
-    finally:
-        kernel.close()
-    assert raised.value.errno == errno.ETIMEDOUT and "0.3 s" in str(raised.value)
+    error = poll_raising(OSError, 2, {dest_payload(0): "silent"})
+    assert error.errno == errno.ETIMEDOUT and "0.3 s" in str(error)
 
 
 def test_the_real_server_tuple_is_built_in_the_order_of_dests_fields():
