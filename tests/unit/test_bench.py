@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import sys
 
 import pytest
@@ -93,6 +94,24 @@ def test_a_poll_that_saw_too_little_is_refused():
     poll.check_snapshot(snapshot, 1, 1)
     with pytest.raises(RuntimeError, match="saw 1 services and 1 real servers, expected 1 and 2"):
         poll.check_snapshot(snapshot, 1, 2)
+
+
+def test_watch_cuts_a_long_listing_off_after_a_screenful(tmp_path):
+    # Why the watch benchmark also runs ipvsadm with its output thrown away: on a 60-row
+    # terminal, watch closes the pipe once the screen is full and the command dies of SIGPIPE.
+    progress, finished = tmp_path / "progress", tmp_path / "finished"
+    listing = (f"i=0; while [ $i -lt 1000 ]; do echo line $i; echo $i > {progress}; i=$((i+1)); done; "
+               f"echo done >> {finished}")  # fmt: skip
+    process = watch.PtyProcess(["watch", "-n1", listing], watch.terminal_env())
+    try:
+        deadline = time.monotonic() + 20
+        while not progress.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.5)  # two or three refreshes
+    finally:
+        process.close()
+    assert not finished.exists()  # no run got to the end of its listing
+    assert 0 < int(progress.read_text()) < watch.ROWS
 
 
 def test_a_command_on_a_pseudo_terminal_is_watched_and_stopped():
