@@ -568,6 +568,30 @@ class StateCounts(Mapping[str, int]):
 EMPTY_COUNTS = StateCounts()
 
 
+class DestStates(Mapping[DestKey, StateCounts]):
+    """Connections by state per real server, kept by service and then (address, port) as counted:
+    a poll counts thousands of real servers, and a DestKey is made and hashed in Python. A
+    StateCounts is made when one is asked for (the rows on screen)."""
+
+    __slots__ = ("_by_service",)
+
+    def __init__(self, by_service: Mapping[ServiceKey, Mapping[tuple[str, int], Mapping[str, int]]] | None = None):
+        self._by_service = by_service or {}
+
+    def __getitem__(self, key: DestKey) -> StateCounts:
+        if not isinstance(key, DestKey):
+            raise KeyError(key)
+        return StateCounts(self._by_service[key.service][(key.address, key.port)])  # KeyError when none
+
+    def __iter__(self) -> Iterator[DestKey]:
+        for service, dests in self._by_service.items():
+            for address, port in dests:
+                yield DestKey(service, address, port)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_service.values()))
+
+
 class DestPositions:
     """Where each real server of one set of services sits in a poll's column of values:
     {service: {(address, port): position}}, in the order of the services' dests."""

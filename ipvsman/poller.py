@@ -20,6 +20,7 @@ from ipvsman.model import (
     DestHistory,
     DestKey,
     DestPositions,
+    DestStates,
     RawState,
     Service,
     ServiceKey,
@@ -117,14 +118,14 @@ _ROUTING_FIELDS = operator.itemgetter(*(Connection._fields.index(name) for name 
 
 def aggregate_connections(
     services: Iterable[Service], connections: Iterable[Connection]
-) -> tuple[dict[ServiceKey, StateCounts], dict[DestKey, StateCounts]]:
+) -> tuple[dict[ServiceKey, StateCounts], DestStates]:
     """Count connections by state per service and per real server.
 
     A connection names its virtual address and port; fwmark services have none, so their
     connections are matched by real server instead (by address alone for a port-0 real server,
     whose connections carry the virtual port). Persistence templates are not counted.
     """
-    by_virtual: dict[tuple[str, str, int], ServiceKey] = {}
+    by_virtual: dict[tuple[str, str, int], ServiceKey] = {}  # as /proc spells it: ("TCP", VIP, port)
     by_dest: dict[tuple[str, int], list[DestKey]] = collections.defaultdict(list)
     for service in services:
         key = service.key
@@ -132,33 +133,46 @@ def aggregate_connections(
             for dest in service.dests:
                 by_dest[(dest.address, dest.port)].append(service.dest_key(dest))
         else:
-            by_virtual[(key.protocol or "", key.address, key.port)] = key
+            by_virtual[((key.protocol or "").upper(), key.address, key.port)] = key
 
     # Connections first counted by what decides where they go (in C: Counter over a map, or over
     # a ConnectionTable's codes), then each distinct (virtual, real server, state) is placed once:
-    # a table of 200,000 entries has a few thousand of them.
+    # a table of 200,000 entries has a few thousand of them, one of 10,000 entries over 10,000
+    # real servers as many as entries. Placed by tuples of strings and ints (hashed in C):
+    # service keys and DestKeys hash in Python.
     if isinstance(connections, ConnectionTable):
         tally = connections.routing_counts()
     else:
         tally = collections.Counter(map(_ROUTING_FIELDS, connections))
-    service_counts: dict[ServiceKey, collections.Counter] = collections.defaultdict(collections.Counter)
-    dest_counts: dict[DestKey, collections.Counter] = collections.defaultdict(collections.Counter)
+    counted: dict[object, tuple[ServiceKey, dict[str, int], dict[tuple[str, int], dict[str, int]]]] = {}
     for (protocol, virtual, virtual_port, dest, dest_port, state), count in tally.items():
         if protocol == "IP" or state in TEMPLATE_STATES:  # Connection.is_template
             continue
-        skey = by_virtual.get((protocol.lower(), virtual, virtual_port))
-        if skey is not None:
-            service_counts[skey][state] += count
-            dest_counts[DestKey(skey, dest, dest_port)][state] += count
-            continue
-        for dkey in by_dest.get((dest, dest_port)) or by_dest.get((dest, 0), ()):
-            service_counts[dkey.service][state] += count
-            dest_counts[dkey][state] += count
-            break
-    return (
-        {k: StateCounts(v) for k, v in service_counts.items()},
-        {k: StateCounts(v) for k, v in dest_counts.items()},
-    )
+        routed = (protocol, virtual, virtual_port)
+        slot = counted.get(routed)
+        if slot is not None:
+            where = (dest, dest_port)
+        else:
+            skey = by_virtual.get(routed)
+            if skey is not None:
+                where = (dest, dest_port)
+            else:
+                dkeys = by_dest.get((dest, dest_port)) or by_dest.get((dest, 0))
+                if not dkeys:
+                    continue
+                skey, where = dkeys[0].service, (dkeys[0].address, dkeys[0].port)
+                routed = skey  # a fwmark service: counted under its own key
+            slot = counted.get(routed) or counted.setdefault(routed, (skey, {}, {}))
+        _, states, dests = slot
+        states[state] = states.get(state, 0) + count
+        found = dests.get(where)
+        if found is None:
+            dests[where] = {state: count}
+        else:
+            found[state] = found.get(state, 0) + count
+    # One slot a service: a routed tuple names one service, and a fwmark service is its own key.
+    service_states = {skey: StateCounts(states) for skey, states, _ in counted.values()}
+    return service_states, DestStates({skey: dests for skey, _, dests in counted.values()})
 
 
 class RateHistory:

@@ -57,6 +57,10 @@ def test_aggregation_by_state_per_service_and_dest():
     assert dict(by_dest[DestKey(MAIL, "10.0.2.1", 25)]) == {"SYN_RECV": 1}
     assert set(by_service) == {WEB, MAIL}
     assert by_service[WEB]["CLOSE"] == 0
+    # The real servers' counts are a mapping by DestKey, and only by DestKey.
+    assert set(by_dest) == {DestKey(WEB, "10.0.1.1", 80), DestKey(WEB, "10.0.1.2", 80), DestKey(MAIL, "10.0.2.1", 25)}
+    assert len(by_dest) == 3 and by_dest.get(("10.0.1.1", 80)) is None
+    assert by_dest.get(DestKey(WEB, "10.0.3.1", 80)) is None and by_dest.get(DestKey(MAIL, "10.0.1.1", 80)) is None
 
 
 def test_aggregates_of_the_demo_match_its_dest_counts():
