@@ -584,12 +584,17 @@ class DestStates(Mapping[DestKey, StateCounts]):
         return StateCounts(self._by_service[key.service][(key.address, key.port)])  # KeyError when none
 
     def __iter__(self) -> Iterator[DestKey]:
-        for service, dests in self._by_service.items():
-            for address, port in dests:
-                yield DestKey(service, address, port)
+        return _dest_keys(self._by_service)
 
     def __len__(self) -> int:
         return sum(map(len, self._by_service.values()))
+
+
+def _dest_keys(by_service: Mapping[ServiceKey, Iterable[tuple[str, int]]]) -> Iterator[DestKey]:
+    """The DestKeys of a mapping of services to their real servers' (address, port)."""
+    for service, dests in by_service.items():
+        for address, port in dests:
+            yield DestKey(service, address, port)
 
 
 class DestPositions:
@@ -640,10 +645,7 @@ class DestHistory(Mapping[DestKey, tuple[int, ...]]):
         return tuple(values)
 
     def __iter__(self) -> Iterator[DestKey]:
-        if self._columns:
-            for service, dests in self._columns[-1][0].by_service.items():
-                for address, port in dests:
-                    yield DestKey(service, address, port)
+        return _dest_keys(self._columns[-1][0].by_service if self._columns else {})
 
     def __len__(self) -> int:
         return self._columns[-1][0].count if self._columns else 0
@@ -748,9 +750,15 @@ def service_sort_key(key: ServiceKey) -> tuple:
 
 def group_by_vip(services: Iterable) -> list[tuple[str, list]]:
     """Services grouped by virtual address in address order; fwmark services last under ''."""
-    groups: dict[str, list] = {}
-    for service in sorted(services, key=lambda s: service_sort_key(s.key)):
-        groups.setdefault(service.key.address, []).append(service)
+    services = list(services)
+    return [(address, [services[index] for index in group]) for address, group in vip_group_positions(services)]
+
+
+def vip_group_positions(services: Sequence, in_order: Sequence[int] | None = None) -> list[tuple[str, list[int]]]:
+    """group_by_vip as positions in `services`; `in_order` is services_in_order(services) when known."""
+    groups: dict[str, list[int]] = {}
+    for index in services_in_order(services) if in_order is None else in_order:
+        groups.setdefault(services[index].key.address, []).append(index)
     return sorted(groups.items(), key=lambda item: (item[0] == "", address_sort_key(item[0])))
 
 
@@ -768,14 +776,13 @@ class Arrangement:
     __slots__ = ("vip_groups", "by_position", "servers", "server_order")
 
     def __init__(self, services: Sequence[Service]):
-        position_of = {id(service): index for index, service in enumerate(services)}
-        self.vip_groups = [(address, [position_of[id(s)] for s in group]) for address, group in group_by_vip(services)]
         self.by_position = services_in_order(services)
+        self.vip_groups = vip_group_positions(services, self.by_position)
         self.servers = servers_by_address([services[index].dests for index in self.by_position])
         self.server_order = sorted_addresses(self.servers)
 
 
-def services_in_order(services: Sequence[Service]) -> list[int]:
+def services_in_order(services: Sequence) -> list[int]:
     """Positions in `services`, in display order (service_sort_key)."""
     return sorted(range(len(services)), key=lambda index: service_sort_key(services[index].key))
 

@@ -150,19 +150,16 @@ def aggregate_connections(
             continue
         routed = (protocol, virtual, virtual_port)
         slot = counted.get(routed)
-        if slot is not None:
-            where = (dest, dest_port)
-        else:
+        if slot is None:
             skey = by_virtual.get(routed)
-            if skey is not None:
-                where = (dest, dest_port)
-            else:
+            if skey is None:  # a fwmark service, found by its real server and counted under its key
                 dkeys = by_dest.get((dest, dest_port)) or by_dest.get((dest, 0))
                 if not dkeys:
                     continue
-                skey, where = dkeys[0].service, (dkeys[0].address, dkeys[0].port)
-                routed = skey  # a fwmark service: counted under its own key
+                skey = routed = dkeys[0].service
+                dest, dest_port = dkeys[0].address, dkeys[0].port
             slot = counted.get(routed) or counted.setdefault(routed, (skey, {}, {}))
+        where = (dest, dest_port)
         _, states, dests = slot
         states[state] = states.get(state, 0) + count
         found = dests.get(where)
@@ -196,7 +193,7 @@ class RateHistory:
         new_services = {s.key: old_services.get(s.key, ())[keep:] + (s.rates.cps,) for s in services}
         self._services = new_services
         known_layout, positions = self._positions
-        if layout is None or layout != known_layout or positions is None:
+        if layout is None or layout != known_layout:  # positions is None only before a layout is known
             positions = DestPositions(services)
             self._positions = (layout, positions)
         self._dest_columns.append((positions, [dest.rates.cps for service in services for dest in service.dests]))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import resource
 import platform
+import resource
 import shutil
 import subprocess
 import time

@@ -21,7 +21,7 @@ from ipvsman.bench import Figure, Growth, Report, at_most
 from ipvsman.bench.director import Director
 from ipvsman.kernel import netlink
 from ipvsman.kernel.backend import KernelBackend
-from ipvsman.kernel.fastdecode import FastDecoder, RawMessage, dest_dump_request
+from ipvsman.kernel.fastdecode import NLMSG_HEADER, FastDecoder, RawMessage, dest_dump_request
 from ipvsman.poller import Poller
 
 IPVSADM_ARGS = ("-Ln", "--stats", "--exact")
@@ -71,8 +71,6 @@ class OpenPoller:
 # -- where the time goes: pyroute2's transport alone, and the same dumps without pyroute2 ----------
 
 NETLINK_GENERIC = 16
-NLMSG_HEADER = struct.Struct("=IHHII")
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 
 
 def pyroute2_transport_only(open_poller: OpenPoller, keys) -> float:
@@ -111,7 +109,7 @@ def plain_socket_dumps(family: int, keys) -> tuple[float, int]:
             offset = 0
             while offset + NLMSG_HEADER.size <= len(data):
                 length, kind = NLMSG_HEADER.unpack_from(data, offset)[:2]
-                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                if kind in (netlink.NLMSG_DONE, netlink.NLMSG_ERROR):
                     return found
                 if kind == family:
                     found.append(decode(RawMessage.at(data, offset, length)))

@@ -34,6 +34,7 @@ import struct
 import sys
 import threading
 
+from pyroute2.netlink import NLM_F_ACK_TLVS, NLM_F_MULTI, NLMSG_DONE
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.marshal import Marshal
 
@@ -190,9 +191,7 @@ class RawBatch(RawMessage):
         return f"RawBatch({len(self.messages)} messages)"
 
 
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_MULTI = 0x2
-NLM_F_ACK_TLVS = 0x200  # a DONE that carries extended-ack attributes: left to pyroute2
+# NLM_F_ACK_TLVS: a DONE that carries extended-ack attributes is left to pyroute2.
 DONE_STATUS = struct.Struct("=i")
 
 

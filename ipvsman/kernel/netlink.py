@@ -30,7 +30,7 @@ import struct
 import sys
 from dataclasses import dataclass
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg, nla
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, genlmsg, nla
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 
@@ -692,8 +692,6 @@ class AsyncIpvsSocket(AsyncGenericNetlinkSocket):
 # The kernel answers a request about a service or real server that is gone with one of these.
 VANISHED_ERRORS = (errno.ESRCH, errno.ENOENT)
 
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_MULTI = 0x2
 REPLY_TIMEOUT = 10.0  # seconds; the kernel answers at once, so this only ends a hang
 RECEIVE_SIZE = 1 << 16  # the kernel fills a dump's datagrams up to the reader's buffer (32 KB at most)
 # Reads number their requests apart from pyroute2's pool (SequenceNumbers: 0xFF-0xFFFF), so

@@ -121,9 +121,7 @@ def _other_client(text: str, port: str, cache: dict[str, bytes], clients: list[s
         raise ValueError(f"bad port {port!r}")  # an IPv4 client comes here only then
     index = cache.get(text)
     if index is None:
-        if ":" not in text:
-            raise ValueError(f"bad address {text!r}")
-        address = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, text))  # compressed form
+        address = _address_text(text)  # IPv6 in compressed form; ValueError for anything else
         index = len(clients).to_bytes(4, "big")  # OverflowError only past 4 billion entries
         clients.append(address)
         if len(cache) < CLIENT_CACHE_LIMIT:

@@ -28,6 +28,7 @@ from ipvsman.model import (
     StateCounts,
     group_by_vip,
     join_host_port,
+    vip_group_positions,
 )
 from ipvsman.names import Names
 from ipvsman.topology import ConfiguredService
@@ -262,13 +263,8 @@ class VipGroups:
         services = snapshot.services
         if snapshot.layout is None or snapshot.layout != self._layout:
             self._layout = snapshot.layout
-            if snapshot.arrangement is not None:
-                self._positions = snapshot.arrangement.vip_groups
-            else:
-                position_of = {id(service): index for index, service in enumerate(services)}
-                groups = group_by_vip(services)
-                self._positions = [(address, [position_of[id(s)] for s in group]) for address, group in groups]
-                return groups
+            arrangement = snapshot.arrangement
+            self._positions = arrangement.vip_groups if arrangement is not None else vip_group_positions(services)
         return [(address, [services[index] for index in positions]) for address, positions in self._positions]
 
     def shown(self, snapshot: Snapshot, ctx: ViewContext) -> list[tuple[str, list]]:
