@@ -7,8 +7,10 @@ replaced around it:
 
 - decoding: pyroute2's message classes build an object per attribute; RawMessage keeps the
   receive buffer and offset, and FastDecoder reads the attributes it needs with
-  struct.unpack_from. Real servers, ten thousand per poll at 1,000 services, are read with
-  one unpack per message once the first of a shape has been walked (NestLayout);
+  struct.unpack_from. Real servers, ten thousand per poll at 1,000 services, are read a whole
+  datagram at a time once the first of a shape has been walked (NestLayout, DatagramLayout);
+  a service's bytes before its counters are the key to what was decoded from them the poll
+  before (ServiceShapes);
 - the marshal: BatchMarshal hands over each datagram's IPVS messages as one item, and the
   NLMSG_DONE ending each dump as a RawMessage, so that per-message bookkeeping runs once per
   datagram;
@@ -531,8 +533,38 @@ DEST_DEFAULTS = (None, None, 0, 0, 0, 0, 0, 0, 0, None)  # a missing ADDR or POR
 MAX_LAYOUTS = 64
 
 
+# One item a layout unpacks: its offset from where the layout starts, its struct code, and what it
+# is: a header whose value is expected ("header", value), a DEST_VALUES value ("value", number),
+# or a counter ("counter", index).
+Field = tuple[int, str, tuple]
+
+
+def _struct_of(fields: list[Field], size: int) -> struct.Struct:
+    """A struct reading `fields` (in offset order) out of `size` bytes, skipping what lies between."""
+    fmt, position = ["="], 0
+    for offset, code, _ in fields:
+        if offset > position:
+            fmt.append(f"{offset - position}x")
+        fmt.append(code)
+        position = offset + struct.calcsize("=" + code)
+    if size > position:
+        fmt.append(f"{size - position}x")
+    return struct.Struct("".join(fmt))
+
+
+def _picks(fields: list[Field]) -> list[int]:
+    """Indexes, among fields' values, of DEST_VALUES in their order and then the ten counters."""
+    index = {role: position for position, (_, _, role) in enumerate(fields) if role[0] != "header"}
+    return [index["value", number] for number, _ in DEST_VALUES] + [index["counter", n] for n in range(10)]
+
+
+def _itemgetter_or_none(indexes: list[int], count: int):
+    """itemgetter(*indexes); None when it would hand back the whole tuple unchanged."""
+    return None if indexes == list(range(count)) else operator.itemgetter(*indexes)
+
+
 class NestLayout:
-    """One shape of a real-server message as a single struct: every header to check, every value to pick.
+    """One shape of a real-server nest as a single struct: every header to check, every value to pick.
 
     The kernel lays out every real server of a dump the same way, so after the first one is
     walked attribute by attribute, the rest are read with one unpack_from (from the dest nest's
@@ -541,14 +573,19 @@ class NestLayout:
     is walked.
     """
 
-    __slots__ = ("struct", "check", "expected", "pick", "unknown")
+    __slots__ = ("fields", "struct", "check", "expected", "pick", "unknown")
 
-    def __init__(self, fmt: str, headers: list[int], expected: list[int], picks: list[int], unknown: int):
-        self.struct = struct.Struct(fmt)
+    def __init__(self, fields: list[Field], size: int, unknown: int):
+        self.fields = fields
+        self.struct = _struct_of(fields, size)
+        headers = [position for position, (_, _, role) in enumerate(fields) if role[0] == "header"]
         self.check = operator.itemgetter(*headers)
-        self.expected = tuple(expected)
-        self.pick = operator.itemgetter(*picks)
+        self.expected = tuple(fields[position][2][1] for position in headers)
+        self.pick = operator.itemgetter(*_picks(fields))
         self.unknown = unknown
+
+    def matches(self, data, start: int) -> bool:
+        return self.check(self.struct.unpack_from(data, start)) == self.expected
 
     def read(self, data, start: int) -> tuple | None:
         values = self.struct.unpack_from(data, start)
@@ -567,67 +604,119 @@ class NestLayout:
         stop = start + outer_length
         if outer_kind & NLA_TYPE_MASK != nl.CMD_ATTR_DEST or not end - 4 < stop <= end:
             return None
-        fmt, headers, expected, fields, stats, unknown = ["=HH"], [0, 1], [outer_length, outer_kind], {}, [], 0
-        index, position, seen = 2, start + 4, set()
+        fields: list[Field] = [(0, "H", ("header", outer_length)), (2, "H", ("header", outer_kind))]
+        unknown, position, seen = 0, start + 4, set()
         while position + 4 <= stop:
             length, kind = NLA_HEADER.unpack_from(data, position)
             number = kind & NLA_TYPE_MASK
             if length < 4 or position + length > stop or number in seen:
                 return None
             seen.add(number)
-            fmt.append("HH")
-            headers += [index, index + 1]
-            expected += [length, kind]
-            index += 2
+            offset = position - start
+            fields += [(offset, "H", ("header", length)), (offset + 2, "H", ("header", kind))]
             size = length - 4
             code = DEST_VALUE_CODES.get(number)
             if code == "s":
-                fmt.append(f"{size}s")
-                fields[number] = index
-                index += 1
+                fields.append((offset + 4, f"{size}s", ("value", number)))
             elif code is not None:
-                need = struct.calcsize("=" + code)
-                if size < need:
+                if size < struct.calcsize("=" + code):
                     return None
-                fmt.append(code + (f"{size - need}x" if size > need else ""))
-                fields[number] = index
-                index += 1
+                fields.append((offset + 4, code, ("value", number)))
             elif number == nl.DEST_ATTR_STATS64:
                 if size != STATS64_PACKED.size:
                     return None
                 inner = STATS64_PACKED.unpack_from(data, position + 4)
                 if inner[0::3] != STATS64_PACKED_LENGTHS or inner[1::3] != STATS64_PACKED_TYPES:
                     return None
-                fmt.append("HHQ" * 10)
                 for counter in range(10):
-                    headers += [index, index + 1]
-                    expected += [12, counter + 1]
-                    stats.append(index + 2)
-                    index += 3
+                    at = offset + 4 + 12 * counter
+                    fields += [(at, "H", ("header", 12)), (at + 2, "H", ("header", counter + 1)),
+                               (at + 4, "Q", ("counter", counter))]  # fmt: skip
             else:
                 unknown += number not in DEST_KNOWN
-                if size:
-                    fmt.append(f"{size}x")
-            step = (length + 3) & ~3
-            if position + step > stop:
-                step = stop - position
-            if step > length:
-                fmt.append(f"{step - length}x")
-            position += step
-        if position < end:
-            fmt.append(f"{end - position}x")
-        if len(fields) != len(DEST_VALUES) or not stats:
+            position += (length + 3) & ~3
+        if len(seen & DEST_VALUE_CODES.keys()) != len(DEST_VALUES) or nl.DEST_ATTR_STATS64 not in seen:
             return None
-        layout = cls("".join(fmt), headers, expected, [fields[number] for number, _ in DEST_VALUES] + stats, unknown)
-        return layout if layout.struct.size == end - start else None
+        return cls(fields, end - start, unknown)
+
+
+# The netlink and generic netlink headers in front of a nest: what a DatagramLayout checks of them.
+NLMSG_LENGTH, NLMSG_TYPE, NLMSG_FLAGS, NLMSG_SEQUENCE, GENL_COMMAND, GENL_VERSION = (0, 4), (4, 2), (6, 2), (8, 4), \
+    (16, 1), (17, 1)  # fmt: skip
+_BYTE_ORDER = sys.byteorder
+
+
+class DatagramLayout:
+    """A NestLayout with the message's headers in front: a whole datagram of real servers of one
+    shape is checked with three operations on integers and read with one iter_unpack, in C.
+
+    Every header of every message (netlink, generic netlink, nest, attributes: all but the port
+    id) is compared at once as the bits of the datagram under a mask; the sequence number is
+    part of what is expected. Only the values are unpacked. A dump's datagrams hold nothing but
+    its messages (the kernel sends NLMSG_DONE in a datagram of its own), so this is how nearly
+    every real server of a poll is read; a datagram with anything else in it (another shape, an
+    error, DONE) fails the check and goes through the marshal.
+    """
+
+    __slots__ = ("length", "mask", "expected", "sequence_unit", "struct", "pick", "unknown", "more", "_repeats")
+
+    def __init__(self, nest: NestLayout, message: bytes):
+        self.length = length = len(message)
+        constant = [NLMSG_LENGTH, NLMSG_TYPE, NLMSG_FLAGS, GENL_COMMAND, GENL_VERSION]
+        for offset, code, role in nest.fields:
+            if role[0] == "header":
+                constant.append((ATTRIBUTES_START + offset, struct.calcsize("=" + code)))
+        mask = bytearray(length)
+        for offset, size in constant:
+            mask[offset : offset + size] = b"\xff" * size
+        self.expected = int.from_bytes(message, _BYTE_ORDER) & int.from_bytes(mask, _BYTE_ORDER)
+        mask[NLMSG_SEQUENCE[0] : sum(NLMSG_SEQUENCE)] = b"\xff" * NLMSG_SEQUENCE[1]  # expected per request
+        self.mask = int.from_bytes(mask, _BYTE_ORDER)
+        sequence_unit = bytearray(length)
+        U32.pack_into(sequence_unit, NLMSG_SEQUENCE[0], 1)
+        self.sequence_unit = int.from_bytes(sequence_unit, _BYTE_ORDER)
+        values = [(ATTRIBUTES_START + offset, code, role) for offset, code, role in nest.fields if role[0] != "header"]
+        self.struct = _struct_of(values, length)
+        self.pick = _itemgetter_or_none(_picks(values), len(values))
+        self.unknown = nest.unknown
+        self.more = bool(U16.unpack_from(message, NLMSG_FLAGS[0])[0] & NLM_F_MULTI)
+        self._repeats: dict[int, tuple[int, int, int]] = {}
+
+    def _repeated(self, count: int) -> tuple[int, int, int]:
+        """mask, expected headers and sequence unit of `count` messages in a row."""
+        found = self._repeats.get(count)
+        if found is None:
+            unit = sum(1 << (8 * self.length * index) for index in range(count))  # one bit a message
+            found = self._repeats[count] = (self.mask * unit, self.expected * unit, self.sequence_unit * unit)
+        return found
+
+    def rows(self, data, sequence: int) -> list[tuple] | None:
+        """Each message's values (DEST_VALUES, then the counters), when every message of `data` is
+        of this shape and answers `sequence`; None when any is not."""
+        count, rest = divmod(len(data), self.length)
+        if rest or not count:
+            return None
+        mask, expected, sequence_unit = self._repeated(count)
+        if int.from_bytes(data, _BYTE_ORDER) & mask != expected + sequence * sequence_unit:
+            return None
+        rows = list(self.struct.iter_unpack(data))
+        return rows if self.pick is None else list(map(self.pick, rows))
 
 
 class DestLayouts:
-    """The layouts seen so far, by size (a handful in practice: IPv4 and IPv6 real servers)."""
+    """The layouts seen so far: of nests by size, of whole messages by length (a handful in
+    practice: IPv4 and IPv6 real servers)."""
 
     def __init__(self):
         self.by_size: dict[int, list[NestLayout]] = {}
+        self.by_length: dict[int, list[DatagramLayout]] = {}
         self.count = 0
+
+    def find(self, data, start: int, stop: int) -> NestLayout | None:
+        for layout in self.by_size.get(stop - start, ()):
+            if layout.matches(data, start):
+                return layout
+        return None
 
     def read(self, data, start: int, stop: int, skipped) -> tuple | None:
         for layout in self.by_size.get(stop - start, ()):
@@ -638,12 +727,39 @@ class DestLayouts:
                 return picked
         return None
 
+    def read_datagram(self, data, sequence: int, skipped) -> tuple[list[tuple], bool] | None:
+        """Every real server's values in a datagram answering `sequence` and whether more follow,
+        when it holds real servers of one shape seen before; None for anything else."""
+        if len(data) < NLMSG_HEADER.size:
+            return None
+        for layout in self.by_length.get(U32.unpack_from(data)[0], ()):
+            rows = layout.rows(data, sequence)
+            if rows is not None:
+                if layout.unknown:
+                    skipped[_SKIP_UNKNOWN] += layout.unknown * len(rows)
+                return rows, layout.more
+        return None
+
     def learn(self, data, start: int, stop: int) -> None:
         if self.count >= MAX_LAYOUTS:
             return
         layout = NestLayout.learn(data, start, stop)
         if layout is not None:
             self.by_size.setdefault(stop - start, []).append(layout)
+            self.count += 1
+
+    def learn_message(self, msg: RawMessage) -> None:
+        """The layout of msg's whole message, once its nest's layout is known."""
+        if self.count >= MAX_LAYOUTS or msg.length <= ATTRIBUTES_START:
+            return
+        nest = self.find(msg.data, msg.offset + ATTRIBUTES_START, msg.end)
+        message = bytes(msg.data[msg.offset : msg.end])
+        if nest is None or U32.unpack_from(message)[0] != len(message):
+            return
+        known = self.by_length.setdefault(len(message), [])
+        sequence = U32.unpack_from(message, NLMSG_SEQUENCE[0])[0]
+        if not any(layout.rows(message, sequence) is not None for layout in known):
+            known.append(DatagramLayout(nest, message))
             self.count += 1
 
 
@@ -692,6 +808,20 @@ def _raw_address(raw: bytes | None, af: str) -> str:
     return text
 
 
+def _dest(values: tuple, service_af: str) -> model.Dest:
+    """A real server from DEST_VALUES then the ten counters (dest_values' order, a layout's pick)."""
+    raw_address, port, forward, weight, upper, lower, active, inactive, persist, family = values[:10]
+    af = _FAMILIES.get(family, service_af)
+    method = _FORWARD_METHODS.get(forward & nl.FWD_MASK)
+    if method is None:
+        raise nl.Undecodable("unknown forwarding method")
+    # The tuples made directly: NamedTuple.__new__ is a Python function, this is C.
+    return _new_tuple(model.Dest, (
+        _raw_address(raw_address, af), None if port is None else _ntohs(port), method, weight, upper, lower,
+        active, inactive, persist, _new_tuple(model.Stats, values[10:15]),
+        _new_tuple(model.Rates, values[15:20]), af))  # fmt: skip
+
+
 def _only_nest(msg: RawMessage, number: int, skipped) -> tuple[int, int]:
     """The span of the nest a message carries; at once when it is the message's only attribute."""
     data = msg.data
@@ -702,6 +832,94 @@ def _only_nest(msg: RawMessage, number: int, skipped) -> tuple[int, int]:
         if kind & NLA_TYPE_MASK == number and length >= 4 and end - 4 < first + length <= end:
             return first + 4, first + length
     return _outer(msg, number, skipped)
+
+
+# -- services: what does not change between polls is decoded once --------------------------
+
+STATS64_NEST_SIZE = NLA_HEADER.size + STATS64_PACKED.size
+SERVICE_CACHE_SIZE = 1 << 14
+
+
+class ServiceShapes:
+    """Services as the kernel sends them, read without walking their attributes after the first poll.
+
+    ip_vs_genl_fill_service puts the counters last: a 32-bit STATS nest, then STATS64. What comes
+    before them (key, scheduler, flags, timeout, netmask, persistence engine) is the same every
+    poll, so its bytes, nest header included, are the key to what was decoded from them (and to
+    the unknown attributes counted then). A shape is a message length and where the counter
+    nests start; a message is read by it when the bytes before the counters were seen before,
+    STATS (when the shape has it) and STATS64 have their headers where the shape says, and
+    STATS64 is the kernel's packed nest ending the message. Anything else is walked
+    (FastDecoder._service) and teaches its shape.
+    """
+
+    def __init__(self):
+        # message length -> (where the counters start, where STATS64 starts); None: not the kernel's shape
+        self.by_length: dict[int, tuple[int, int] | None] = {}
+        self.known: dict[bytes, tuple[tuple, collections.Counter]] = {}  # Service's fields before stats, unknowns
+
+    def read(self, msg: RawMessage, skipped) -> model.Service | None:
+        shape = self.by_length.get(msg.length)
+        if shape is None:
+            return None
+        data, offset = msg.data, msg.offset
+        counters_at, stats64_at = offset + shape[0], offset + shape[1]
+        found = self.known.get(bytes(data[offset + ATTRIBUTES_START : counters_at]))
+        if found is None:
+            return None
+        if counters_at != stats64_at:
+            length, kind = NLA_HEADER.unpack_from(data, counters_at)
+            if kind & NLA_TYPE_MASK != nl.SVC_ATTR_STATS or (length + 3) & ~3 != stats64_at - counters_at:
+                return None
+        length, kind = NLA_HEADER.unpack_from(data, stats64_at)
+        if kind & NLA_TYPE_MASK != nl.SVC_ATTR_STATS64 or length != STATS64_NEST_SIZE:
+            return None
+        values = STATS64_PACKED.unpack_from(data, stats64_at + NLA_HEADER.size)
+        if values[0::3] != STATS64_PACKED_LENGTHS or values[1::3] != STATS64_PACKED_TYPES:
+            return None
+        fields, unknown = found
+        if unknown:
+            skipped.update(unknown)
+        return model.Service(*fields, _new_tuple(model.Stats, values[2:15:3]), _new_tuple(model.Rates, values[17::3]))
+
+    def learn(self, msg: RawMessage, service: model.Service, unknown: collections.Counter) -> None:
+        """Keep what _service decoded `service` from, when msg has the kernel's shape."""
+        data, offset, end = msg.data, msg.offset, msg.end
+        shape = self.by_length.get(msg.length, ())
+        if shape == ():  # a length not seen before: work its shape out
+            shape = self.by_length[msg.length] = self._shape(msg)
+        if shape is None or not self._shape(msg) == shape:
+            return
+        if len(self.known) >= SERVICE_CACHE_SIZE:
+            self.known.clear()
+        fields = (service.key, service.scheduler, service.persistent, service.netmask, service.flags, service.pe_name)
+        self.known[bytes(data[offset + ATTRIBUTES_START : offset + shape[0]])] = (fields, unknown)
+
+    @staticmethod
+    def _shape(msg: RawMessage) -> tuple[int, int] | None:
+        """(where the counters start, where STATS64 starts) from the message's start, when the
+        service nest is its only attribute and the counters end it; else None."""
+        data, offset, end = msg.data, msg.offset, msg.end
+        try:
+            length, kind = NLA_HEADER.unpack_from(data, offset + ATTRIBUTES_START)
+            found, _ = attributes(data, offset + ATTRIBUTES_START + NLA_HEADER.size, end)
+        except (nl.Undecodable, struct.error):
+            return None
+        stats64 = found.get(nl.SVC_ATTR_STATS64)
+        if (kind & NLA_TYPE_MASK != nl.CMD_ATTR_SERVICE or offset + ATTRIBUTES_START + length != end
+                or stats64 is None or stats64 != (end - STATS64_PACKED.size, end)):  # fmt: skip
+            return None
+        spans = sorted(found.values())
+        counters_at = stats64_at = stats64[0] - NLA_HEADER.size
+        stats = found.get(nl.SVC_ATTR_STATS)
+        if stats is not None:
+            if len(spans) < 2 or spans[-2] != stats:  # STATS, when there, just before STATS64
+                return None
+            counters_at = stats[0] - NLA_HEADER.size
+        return counters_at - offset, stats64_at - offset
+
+
+SERVICE_SHAPES = ServiceShapes()
 
 
 # -- the decoder ----------------------------------------------------------------------------
@@ -740,6 +958,17 @@ class FastDecoder:
 
     @staticmethod
     def service(msg: RawMessage, skipped: collections.Counter) -> model.Service | None:
+        known = SERVICE_SHAPES.read(msg, skipped)
+        if known is not None:
+            return known
+        before = skipped.copy()
+        service = FastDecoder._service(msg, skipped)
+        if service is not None:
+            SERVICE_SHAPES.learn(msg, service, skipped - before)
+        return service
+
+    @staticmethod
+    def _service(msg: RawMessage, skipped: collections.Counter) -> model.Service | None:
         try:
             data = msg.data
             start, stop = _outer(msg, nl.CMD_ATTR_SERVICE, skipped)
@@ -785,19 +1014,34 @@ class FastDecoder:
                 start, stop = _only_nest(msg, nl.CMD_ATTR_DEST, skipped)
                 values = dest_values(data, start, stop, skipped)
                 DEST_LAYOUTS.learn(data, first, end)
-            raw_address, port, forward, weight, upper, lower, active, inactive, persist, family = values[:10]
-            af = _FAMILIES.get(family, service_af)
-            method = _FORWARD_METHODS.get(forward & nl.FWD_MASK)
-            if method is None:
-                raise nl.Undecodable("unknown forwarding method")
-            # The tuples made directly: NamedTuple.__new__ is a Python function, this is C.
-            return _new_tuple(model.Dest, (
-                _raw_address(raw_address, af), None if port is None else _ntohs(port), method, weight, upper, lower,
-                active, inactive, persist, _new_tuple(model.Stats, values[10:15]),
-                _new_tuple(model.Rates, values[15:20]), af))  # fmt: skip
+            return _dest(values, service_af)
         except (nl.Undecodable, struct.error, ValueError, OSError):
             skipped[_SKIP_UNDECODABLE] += 1
             return None
+
+    @staticmethod
+    def dest_replies(marshal: BatchMarshal, service_af: str, skipped: collections.Counter, data,
+                     sequence: int) -> tuple[list[model.Dest | None], bool]:  # fmt: skip
+        """The real servers in one datagram answering dest dump `sequence`, and whether it ends the
+        dump (netlink.IpvsSocket's reader for dest dumps). A datagram of real servers of a shape
+        seen before is read at once (DatagramLayout); any other goes through marshal.replies()
+        and dest(), and teaches its shape. None stands for a real server that could not be decoded."""
+        found = DEST_LAYOUTS.read_datagram(data, sequence, skipped)
+        if found is not None:
+            rows, more = found
+            dests: list[model.Dest | None] = []
+            for values in rows:
+                try:
+                    dests.append(_dest(values, service_af))
+                except (nl.Undecodable, ValueError, OSError):
+                    skipped[_SKIP_UNDECODABLE] += 1
+                    dests.append(None)
+            return dests, not more
+        messages, complete = marshal.replies(data, sequence)
+        dests = [FastDecoder.dest(msg, service_af, skipped) for msg in messages]
+        if messages and dests[0] is not None and isinstance(messages[0], RawMessage):
+            DEST_LAYOUTS.learn_message(messages[0])
+        return dests, complete
 
     @staticmethod
     def dest_config(msg: RawMessage, service_af: str) -> nl.DestConfig | None:

@@ -764,13 +764,15 @@ class IpvsSocket(GenericNetlinkSocket):
         finally:
             sock.setblocking(False)
 
-    def _get(self, message, flags: int = GET) -> list:
-        """The messages replying to one request: a GET's one reply, or a dump's until NLMSG_DONE.
+    def _get(self, message, flags: int = GET, replies_of=None) -> list:
+        """The messages replying to one request: a GET's one reply, or a dump's until NLMSG_DONE;
+        or what `replies_of(datagram, sequence)` makes of each datagram instead of its messages.
 
         Raises NetlinkError for an error reply, OSError when the kernel does not answer in time.
         Call inside _waiting_for_replies().
         """
-        sock, replies_of = self._reader
+        sock, marshal_replies = self._reader
+        replies_of = replies_of or marshal_replies
         sequence = self._next_sequence()
         header = message["header"]
         header["type"], header["flags"], header["sequence_number"], header["pid"] = self.prid, flags, sequence, 0
@@ -793,14 +795,19 @@ class IpvsSocket(GenericNetlinkSocket):
 
     def _dests(self, key: model.ServiceKey, skipped) -> list[model.Dest] | None:
         """A service's real servers, or None when the service vanished since it was listed."""
+        request = self.decoder.dest_dump_request(key)
+        # A decoder may read a datagram of real servers at once (FastDecoder.dest_replies).
+        dest_replies = getattr(self.decoder, "dest_replies", None)
         try:
-            messages = self._get(self.decoder.dest_dump_request(key), DUMP)
+            if dest_replies is not None:
+                dests = self._get(request, DUMP, functools.partial(dest_replies, self.asyncore.marshal, key.af, skipped))
+            else:
+                decode = self.decoder.dest
+                dests = [decode(msg, key.af, skipped) for msg in self._get(request, DUMP)]
         except NetlinkError as exc:
             if exc.code in VANISHED_ERRORS:
                 return None
             raise
-        decode = self.decoder.dest
-        dests = [decode(msg, key.af, skipped) for msg in messages]
         return sorted((dest for dest in dests if dest is not None), key=dest_order)
 
     def read_all(self, skipped: collections.Counter) -> IpvsDump:

@@ -224,6 +224,20 @@ def test_real_servers_decode_the_same(data, service_af):
     assert fd.FastDecoder.dest_config(fast, service_af) == nl.NlaDecoder.dest_config(slow, service_af)
 
 
+@EXAMPLES
+@given(dest_messages(), st.sampled_from(["inet", "inet6"]))
+def test_datagrams_of_real_servers_decode_the_same(data, service_af):
+    messages = [data] * 3
+    slow_skipped = collections.Counter()
+    slow = [nl.NlaDecoder.dest(both(message)[0], service_af, slow_skipped) for message in messages]
+    # The first datagram teaches its shape (when it is one a layout can read); the second is read by it.
+    for sequence in (7, 8):
+        skipped = collections.Counter()
+        found = fd.FastDecoder.dest_replies(batch_marshal(), service_af, skipped, datagram(messages, sequence), sequence)
+        assert found == (slow, False)
+        assert skipped == slow_skipped
+
+
 # -- fixed examples: every branch named ------------------------------------------------------
 
 BIG = 2**40 + 5
@@ -660,3 +674,94 @@ def test_a_service_with_its_real_servers_is_the_same_as_dataclasses_replace():
     # with_dests names every field positionally: a new field must be added there too.
     assert [f.name for f in dataclasses.fields(model.Service)] == ["key", "scheduler", "persistent", "netmask",
                                                                    "flags", "pe_name", "stats", "rates", "dests"]
+
+
+# -- whole datagrams of real servers, and services, read by their shape ------------------------
+
+
+def datagram(messages: list[bytes], sequence: int) -> bytes:
+    return StandInKernel.stamped(messages, sequence, NLM_F_MULTI)
+
+
+def read_dests(data: bytes, sequence: int) -> tuple[list, bool, collections.Counter]:
+    skipped = collections.Counter()
+    dests, complete = fd.FastDecoder.dest_replies(batch_marshal(), "inet", skipped, data, sequence)
+    return dests, complete, skipped
+
+
+@pytest.fixture
+def fresh_layouts(monkeypatch):
+    monkeypatch.setattr(fd, "DEST_LAYOUTS", fd.DestLayouts())
+    monkeypatch.setattr(fd, "SERVICE_SHAPES", fd.ServiceShapes())
+
+
+def spy(monkeypatch, owner, name: str) -> list:
+    """Record the calls of owner.name (still made) in the list returned."""
+    calls, real = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+def test_a_datagram_of_real_servers_of_a_known_shape_is_read_at_once(fresh_layouts, monkeypatch):
+    messages = [kernel_dest(ADDR=v4(f"10.0.2.{i}"), WEIGHT=i, PORT=9000 + i, FWD_METHOD=i % 4) for i in range(12)]
+    expected = [nl.NlaDecoder.dest(both(message)[0], "inet", collections.Counter()) for message in messages]
+    replies = spy(monkeypatch, fd.BatchMarshal, "replies")
+    assert read_dests(datagram(messages, 7), 7) == (expected, False, {})
+    assert len(replies) == 1 and fd.DEST_LAYOUTS.by_length  # walked once, and its shape kept
+    assert read_dests(datagram(messages, 8), 8) == (expected, False, {})
+    assert read_dests(datagram(messages[3:5], 9), 9) == (expected[3:5], False, {})  # any number of them
+    assert len(replies) == 1  # neither went through the marshal
+
+
+def test_a_datagram_is_read_by_its_shape_only_when_every_header_of_every_message_matches(fresh_layouts, monkeypatch):
+    messages = [kernel_dest(ADDR=v4(f"10.0.3.{i}"), WEIGHT=i) for i in range(1, 6)]
+    expected = [nl.NlaDecoder.dest(both(message)[0], "inet", collections.Counter()) for message in messages]
+    read_dests(datagram(messages, 7), 7)
+    replies = spy(monkeypatch, fd.BatchMarshal, "replies")
+    # A reply to an earlier request (another sequence number) is no real server of this one.
+    assert read_dests(datagram(messages, 6), 7) == ([], False, {})
+    # One header changed in the middle message: the weight's attribute type is one of a newer kernel.
+    other = bytearray(messages[2])
+    weight_type = other.index(struct.pack("=HHI", 8, nl.DEST_ATTR_WEIGHT, 3)) + 2
+    struct.pack_into("=H", other, weight_type, 99)  # an attribute type the decoder does not know
+    mixed = messages[:2] + [bytes(other)] + messages[3:]
+    dests, complete, skipped = read_dests(datagram(mixed, 8), 8)
+    assert dests[2].weight == 0 and dests[:2] + dests[3:] == expected[:2] + expected[3:]
+    assert skipped == {nl.SKIP_UNKNOWN_ATTRIBUTES: 1} and not complete
+    # A dump's end in the same datagram: not a real server, and the answer is complete.
+    assert read_dests(datagram(messages, 9) + done(9), 9) == (expected, True, {})
+    assert len(replies) == 3  # each of these went through the marshal
+
+
+def test_services_are_read_by_their_shape_after_the_first_poll(fresh_layouts, monkeypatch):
+    def service(scheduler: str, conns: int, address: str = "10.0.9.1") -> bytes:
+        counters = dict(STATS, CONNS=conns)
+        nest = {"attrs": [("IPVS_SVC_ATTR_AF", socket.AF_INET), ("IPVS_SVC_ATTR_PROTOCOL", 6),
+                          ("IPVS_SVC_ATTR_ADDR", v4(address)), ("IPVS_SVC_ATTR_PORT", 443),
+                          ("IPVS_SVC_ATTR_SCHED_NAME", scheduler),
+                          ("IPVS_SVC_ATTR_FLAGS", {"flags": 1, "mask": U32_MAX}),
+                          ("IPVS_SVC_ATTR_TIMEOUT", 300), ("IPVS_SVC_ATTR_NETMASK", b"\xff" * 4),
+                          ("IPVS_SVC_ATTR_STATS", stats_nest({k: v & U32_MAX for k, v in counters.items()}, pad=False)),
+                          ("IPVS_SVC_ATTR_STATS64", stats_nest(counters, pad=False))]}  # fmt: skip
+        return encode(nl.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", nest)])
+
+    walked = spy(monkeypatch, fd.FastDecoder, "_service")
+    first = agree("service", service("wlc", 5))[0]
+    assert (first.scheduler, first.persistent, first.stats.conns) == ("wlc", 300, 5) and len(walked) == 1
+    # The next poll: new counters behind the same bytes, read without a walk.
+    later = agree("service", service("wlc", 6))[0]
+    assert later.stats.conns == 6 and later.key == first.key and len(walked) == 1
+    # Anything before the counters changed (here the scheduler, as long as before): walked anew.
+    changed = agree("service", service("sed", 6))[0]
+    assert changed.scheduler == "sed" and len(walked) == 2
+    assert agree("service", service("wlc", 7, "10.0.9.2"))[0].key.address == "10.0.9.2" and len(walked) == 3
+
+
+def test_a_service_whose_counters_do_not_end_it_is_always_walked(fresh_layouts, monkeypatch):
+    nest = {"attrs": [("IPVS_SVC_ATTR_AF", socket.AF_INET), ("IPVS_SVC_ATTR_FWMARK", 7),
+                      ("IPVS_SVC_ATTR_STATS64", stats_nest(STATS, pad=False)), ("IPVS_SVC_ATTR_SCHED_NAME", "rr"),
+                      ("IPVS_SVC_ATTR_FLAGS", {"flags": 0, "mask": U32_MAX})]}  # fmt: skip
+    walked = spy(monkeypatch, fd.FastDecoder, "_service")
+    for _ in range(3):
+        assert agree("service", encode(nl.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", nest)]))[0].key.fwmark == 7
+    assert len(walked) == 6  # agree decodes twice a call
