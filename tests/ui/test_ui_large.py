@@ -185,3 +185,43 @@ def test_where_vips_are_held_follows_the_address_list_while_the_layout_holds():
     board.apply_snapshot(dataclasses.replace(make_snapshot(seq=3), layout=1))
     assert board.owners["192.0.2.10"].interface is None
     assert any("not held here" in line for line in screen(board))
+
+
+def arranged(snapshot, layout: int, arrangement=None):
+    """The snapshot as the polling thread hands it over: with its layout's number and arrangement."""
+    import dataclasses
+
+    from ipvsman.model import Arrangement
+
+    return dataclasses.replace(snapshot, layout=layout, arrangement=arrangement or Arrangement(snapshot.services))
+
+
+@pytest.mark.parametrize("view_key", ["2", "3"])
+def test_views_2_and_3_show_the_polling_threads_blocks_and_find_keys_through_its_index(large_snapshot, view_key):
+    from ipvsman.ui.views import IndexedBlocks
+
+    first = arranged(large_snapshot, 1)
+    board = large_board(first)
+    board.keypress(SIZE, view_key)
+    blocks = board.view.walker.blocks
+    assert isinstance(blocks, IndexedBlocks) and len(board.view.walker) == EXPECTED_ROWS[view_key]
+    title = ("vip", vip(7_777)) if view_key == "2" else ("rs", "172.16.9.28")
+    target = DestKey(service_key(7_777), "172.16.9.28", 8080)
+    for key in (title, target):
+        assert board.view.select(key) and board.view.selection() == key
+    assert not board.view.select(DestKey(service_key(7_777), "172.16.9.29", 8080))  # no such real server
+    # The same layout, every weight changed: the same blocks, drawn from the new snapshot.
+    board.apply_snapshot(arranged(make_snapshot(seq=3, services=large_services(weight=7), connections=()), 1,
+                                  first.arrangement))  # fmt: skip
+    assert board.view.walker.blocks is blocks and board.view.selection() == target
+    lines = [line for line in screen(board, SIZE) if "172.16." in line or "-> :8080 weight" in line]
+    if view_key == "2":
+        assert lines and all(line.rstrip().endswith(" 7") for line in lines if "172.16." in line)
+    else:
+        assert lines and all("weight 7 " in line for line in lines if "-> :8080 weight" in line)
+    # A new layout, one service fewer: the new arrangement's blocks, the selection found in them.
+    fewer = arranged(make_snapshot(seq=4, services=large_services(weight=7)[1:], connections=()), 2)
+    board.apply_snapshot(fewer)
+    assert board.view.walker.blocks is not blocks and board.view.walker.block_of is not None
+    assert len(board.view.walker) == EXPECTED_ROWS[view_key] - DESTS
+    assert board.view.selection() == target

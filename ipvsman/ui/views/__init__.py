@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import urwid
@@ -356,6 +356,32 @@ class ReadyRows(RowKind):
 READY = ReadyRows()
 
 
+class IndexedBlocks(Sequence):
+    """Blocks of one kind (see RowKind) given as columns, with their index worked out: `starts`,
+    each block's first position and then the total, and `block_of(key)`, the only block that may
+    hold a key (None when none does). A view whose blocks the polling thread arranged
+    (model.Arrangement) hands them over this way: nothing is made a block between two frames,
+    and a block's tuple only when a row of it is drawn or looked for."""
+
+    __slots__ = ("counts", "kind", "payloads", "starts", "block_of")
+
+    def __init__(self, counts: Sequence[int], kind: RowKind, payloads: Sequence, starts: Sequence[int],
+                 block_of: Callable[[Hashable], int | None]):  # fmt: skip
+        self.counts, self.kind, self.payloads = counts, kind, payloads
+        self.starts, self.block_of = starts, block_of
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(itertools.islice(self, *index.indices(len(self))))
+        return self.counts[index], self.kind, self.payloads[index]
+
+    def __iter__(self):
+        return zip(self.counts, itertools.repeat(self.kind), self.payloads)
+
+
 class KeyedRowWalker(urwid.ListWalker):
     """Positions 0..n-1 over blocks of rows (see RowKind): finding a position is a bisection over the
     blocks' first positions, and a Row is made only when urwid asks for its position. Rows made for
@@ -367,8 +393,9 @@ class KeyedRowWalker(urwid.ListWalker):
     def __init__(self):
         super().__init__()
         self.blocks: list[tuple[int, RowKind, object]] = []
-        self.starts: list[int] = []  # first position of each block
+        self.starts: list[int] = [0]  # first position of each block, then the total
         self.total = 0
+        self.block_of: Callable[[Hashable], int | None] | None = None  # see IndexedBlocks
         self.focus = 0
         self.created = 0  # Row widgets made so far: a test checks this stays near a screenful
         self._rows: dict[int, Row] = {}  # position -> Row, for the current blocks
@@ -377,9 +404,11 @@ class KeyedRowWalker(urwid.ListWalker):
     def set_blocks(self, blocks: list[tuple[int, RowKind, object]]) -> None:
         """Show these blocks; the same list as before (a view reusing its blocks) keeps its positions."""
         if blocks is not self.blocks:
-            starts = list(itertools.accumulate(map(operator.itemgetter(0), blocks), initial=0))  # in C: no loop here
-            self.total = starts.pop()
-            self.blocks, self.starts = blocks, starts
+            starts = getattr(blocks, "starts", None)
+            if starts is None:
+                starts = list(itertools.accumulate(map(operator.itemgetter(0), blocks), initial=0))  # in C: no loop here
+            self.blocks, self.starts, self.total = blocks, starts, starts[-1]
+            self.block_of = getattr(blocks, "block_of", None)
         self._previous = {row.key: row for row in self._rows.values()}
         self._rows = {}
 
@@ -406,6 +435,13 @@ class KeyedRowWalker(urwid.ListWalker):
             return None
         if near is not None and 0 <= near < self.total and self.key_at(near) == key:
             return near
+        if self.block_of is not None:
+            index = self.block_of(key)
+            if index is None:
+                return None
+            count, kind, payload = self.blocks[index]
+            offset = kind.find(payload, count, key)
+            return None if offset is None else self.starts[index] + offset
         for start, (count, kind, payload) in zip(self.starts, self.blocks):
             offset = kind.find(payload, count, key)
             if offset is not None:
@@ -548,7 +584,7 @@ class KeyedListView(View):
             return
         # The selected row went away: select the nearest selectable row at or above where it was.
         start = min(index or 0, len(walker) - 1)
-        for position in [*range(start, -1, -1), *range(start + 1, len(walker))]:
+        for position in itertools.chain(range(start, -1, -1), range(start + 1, len(walker))):
             if walker.selectable_at(position):
                 walker.focus = position
                 return

@@ -8,6 +8,7 @@ from ipvsman.model import FORWARD_LABELS, DestKey, Service, ServiceKey, Snapshot
 from ipvsman.topology import ConfiguredDest, ConfiguredService
 from ipvsman.ui.views import (
     READY,
+    IndexedBlocks,
     KeyedListView,
     RowKind,
     ViewContext,
@@ -41,6 +42,7 @@ class BindingsView(KeyedListView):
         self.service_width = 10
         self._groups = VipGroups()
         self._width_for: tuple | None = None  # what service_width was worked out for
+        self._arranged: tuple | None = None  # (model.Arrangement, its blocks) while the layout holds
 
     def _fixed(self, ctx: ViewContext) -> int:
         drift = DRIFT if ctx.drift is not None else 0
@@ -56,16 +58,25 @@ class BindingsView(KeyedListView):
         return line.markup
 
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
+        arrangement = snapshot.arrangement if ctx.drift is None else None
+        if arrangement is not None and arrangement.binding_payloads:
+            # Worked out by the polling thread for this layout: the same blocks every snapshot of
+            # it, a service's rows resolved in the snapshot shown when drawn.
+            self._fit_service_column(snapshot, ctx, snapshot.services)
+            if self._arranged is None or self._arranged[0] is not arrangement:
+                kind = ArrangedRows(self, arrangement.binding_index)
+                blocks = IndexedBlocks(arrangement.binding_rows, kind, arrangement.binding_payloads,
+                                       arrangement.binding_starts, kind.block_of)  # fmt: skip
+                self._arranged = (arrangement, blocks)
+            blocks = self._arranged[1]
+            blocks.kind.show(snapshot, ctx, max(1, self.width - self._fixed(ctx)))
+            return blocks
+        self._arranged = None
         groups = self._groups.shown(snapshot, ctx)
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        width_for = labels_key(snapshot, ctx)  # the column fits the labels
-        if width_for is None or width_for != self._width_for:
-            labels = [len(service_label(s.key, ctx.names)) + 1 for _, group in groups for s in group]
-            self.service_width = max(SERVICE_MIN, min(SERVICE_MAX, max(labels)))
-            self._width_for = width_for
-        self.column_header.set_text(self.header(ctx))
+        self._fit_service_column(snapshot, ctx, [s for _, group in groups for s in group])
         server_width = max(1, self.width - self._fixed(ctx))
         vip_rows, service_rows = VipTitleRows(self, ctx), ServiceRows(self, ctx, server_width)
         report = ctx.drift
@@ -81,6 +92,15 @@ class BindingsView(KeyedListView):
                 head = bool(own) or not (service.dests or lacking)
                 blocks.append((head + len(service.dests) + len(lacking), service_rows, (service, own, lacking, head)))
         return blocks
+
+    def _fit_service_column(self, snapshot: Snapshot, ctx: ViewContext, services) -> None:
+        """Make the service column fit the labels of `services` (what is shown), once a labels_key."""
+        width_for = labels_key(snapshot, ctx)
+        if width_for is None or width_for != self._width_for:
+            labels = [len(service_label(s.key, ctx.names)) + 1 for s in services]
+            self.service_width = max(SERVICE_MIN, min(SERVICE_MAX, max(labels)))
+            self._width_for = width_for
+        self.column_header.set_text(self.header(ctx))
 
     def _configured_row(self, service: ConfiguredService, ctx: ViewContext) -> Markup:
         line = self._service_cells(service, ctx).add(" MISSING ", None, "drift").gap(1)
@@ -219,4 +239,52 @@ class ServiceRows(RowKind):
         for index, dest in enumerate(service.dests):
             if dest.address == key.address and dest.port == key.port:
                 return head + index
+        return None
+
+
+class ArrangedRows(RowKind):
+    """View 2's rows over model.Arrangement's blocks: a payload is a VIP's (gap, address), shown by
+    VipTitleRows, or a service's position in the snapshot shown, by ServiceRows (without a
+    configuration compared: no drifts, no configured servers)."""
+
+    def __init__(self, view: BindingsView, index: dict):
+        self.view, self.index = view, index
+        self.snapshot: Snapshot | None = None
+        self.titles: VipTitleRows | None = None
+        self.services: ServiceRows | None = None
+
+    def show(self, snapshot: Snapshot, ctx: ViewContext, server_width: int) -> None:
+        self.snapshot = snapshot
+        self.titles, self.services = VipTitleRows(self.view, ctx), ServiceRows(self.view, ctx, server_width)
+
+    def _resolved(self, payload) -> tuple[RowKind, object]:
+        if isinstance(payload, int):
+            service = self.snapshot.services[payload]
+            return self.services, (service, (), (), not service.dests)
+        return self.titles, payload
+
+    def key(self, payload, offset):
+        kind, payload = self._resolved(payload)
+        return kind.key(payload, offset)
+
+    def selectable(self, payload, offset):
+        kind, payload = self._resolved(payload)
+        return kind.selectable(payload, offset)
+
+    def markup(self, payload, offset):
+        kind, payload = self._resolved(payload)
+        return kind.markup(payload, offset)
+
+    def find(self, payload, count, key):
+        kind, payload = self._resolved(payload)
+        return kind.find(payload, count, key)
+
+    def block_of(self, key) -> int | None:
+        """The block that may hold a row key (IndexedBlocks.block_of)."""
+        if isinstance(key, DestKey):
+            return self.index.get(key.service)
+        if isinstance(key, ServiceKey):
+            return self.index.get(key)
+        if isinstance(key, tuple) and len(key) == 2 and key[0] in ("gap", "vip"):
+            return self.index.get(("vip", key[1]))
         return None

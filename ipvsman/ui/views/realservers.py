@@ -16,6 +16,7 @@ from ipvsman.model import (
 from ipvsman.topology import ConfiguredDest
 from ipvsman.ui.views import (
     READY,
+    IndexedBlocks,
     KeyedListView,
     RowKind,
     ViewContext,
@@ -59,20 +60,23 @@ class RealServersView(KeyedListView):
             return blocks
         self._reused = None
         arrangement = snapshot.arrangement if report is None else None
-        if arrangement is not None:  # worked out by the polling thread for this layout
-            by_position = arrangement.by_position
-            entries_of = entries_in_order(snapshot, by_position, None)
-            servers, order = arrangement.servers, arrangement.server_order
-        else:
-            by_position, entries_of, servers = self._group(snapshot, report, drift_only)
-            order = self._address_order(servers) if servers else []
+        if arrangement is not None and arrangement.server_entries:
+            # Worked out by the polling thread for this layout: blocks, their index and starts.
+            kind = self._kind = ServerRows(self, arrangement.server_entries[0], arrangement.server_index)
+            kind.show(snapshot, ctx, arrangement.by_position, entries_in_order(snapshot, arrangement.by_position, None))
+            blocks = IndexedBlocks(arrangement.server_rows, kind, arrangement.server_entries, arrangement.server_starts,
+                                   kind.block_of)  # fmt: skip
+            self._reused = (layout, blocks)
+            return blocks
+        by_position, entries_of, servers = self._group(snapshot, report, drift_only)
+        order = self._address_order(servers) if servers else []
         if not servers:
             text = " no real server drifts" if drift_only else " no real servers"
             return [(1, READY, (("empty",), [("dim", text)], False))]
         kind = self._kind = ServerRows(self, servers[order[0]])
         kind.show(snapshot, ctx, by_position, entries_of)
         # One block a real server address: a blank line before all but the first, its line, a row a
-        # service. The payload is the address's list alone (one tuple fewer a block to allocate).
+        # service (as model.Arrangement counts them). The payload is the address's list alone.
         blocks = [(len(entries) + 2, kind, entries) for entries in map(servers.__getitem__, order)]
         blocks[0] = (blocks[0][0] - 1, kind, blocks[0][2])
         if layout is not None:
@@ -167,8 +171,9 @@ class ServerRows(RowKind):
 
     While the layout holds the view keeps its blocks and `show`s each new snapshot here instead."""
 
-    def __init__(self, view: RealServersView, first: list):
+    def __init__(self, view: RealServersView, first: list, index: dict[str, int] | None = None):
         self.view, self.first = view, first
+        self.index = index  # address -> block, when the blocks are model.Arrangement's
         self.snapshot: Snapshot | None = None
         self.ctx: ViewContext | None = None
         self.by_position: list[int] = []
@@ -212,6 +217,14 @@ class ServerRows(RowKind):
         if isinstance(dest, ConfiguredDest):
             return view._missing_line(key, dest, ctx)
         return view._service_lines(service, dest, self.snapshot, ctx)
+
+    def block_of(self, key) -> int | None:
+        """The block of the address a row key names (IndexedBlocks.block_of)."""
+        if isinstance(key, DestKey):
+            return self.index.get(key.address)
+        if isinstance(key, tuple) and len(key) == 2 and key[0] in ("gap", "rs", "missing"):
+            return self.index.get(key[1].address if key[0] == "missing" else key[1])
+        return None
 
     def find(self, payload, count, key):
         gap, address, pairs = self._unpack(payload)
