@@ -644,6 +644,7 @@ class NestLayout:
 NLMSG_LENGTH, NLMSG_TYPE, NLMSG_FLAGS, NLMSG_SEQUENCE, GENL_COMMAND, GENL_VERSION = (0, 4), (4, 2), (6, 2), (8, 4), \
     (16, 1), (17, 1)  # fmt: skip
 _BYTE_ORDER = sys.byteorder
+REPEATS_KEPT = 16  # datagram sizes (in messages) a DatagramLayout keeps its check for
 
 
 class DatagramLayout:
@@ -683,11 +684,14 @@ class DatagramLayout:
         self._repeats: dict[int, tuple[int, int, int]] = {}
 
     def _repeated(self, count: int) -> tuple[int, int, int]:
-        """mask, expected headers and sequence unit of `count` messages in a row."""
+        """mask, expected headers and sequence unit of `count` messages in a row (kept for a few
+        counts: each is three integers as long as the datagram)."""
         found = self._repeats.get(count)
         if found is None:
             unit = sum(1 << (8 * self.length * index) for index in range(count))  # one bit a message
-            found = self._repeats[count] = (self.mask * unit, self.expected * unit, self.sequence_unit * unit)
+            found = (self.mask * unit, self.expected * unit, self.sequence_unit * unit)
+            if len(self._repeats) < REPEATS_KEPT:
+                self._repeats[count] = found
         return found
 
     def rows(self, data, sequence: int) -> list[tuple] | None:
@@ -884,16 +888,16 @@ class ServiceShapes:
 
     def learn(self, msg: RawMessage, service: model.Service, unknown: collections.Counter) -> None:
         """Keep what _service decoded `service` from, when msg has the kernel's shape."""
-        data, offset, end = msg.data, msg.offset, msg.end
-        shape = self.by_length.get(msg.length, ())
-        if shape == ():  # a length not seen before: work its shape out
-            shape = self.by_length[msg.length] = self._shape(msg)
-        if shape is None or not self._shape(msg) == shape:
+        if msg.length in self.by_length and self.by_length[msg.length] is None:
+            return  # a length whose first message was not of the kernel's shape
+        shape = self._shape(msg)
+        known = self.by_length.setdefault(msg.length, shape)  # the first message of a length decides
+        if shape is None or shape != known:
             return
         if len(self.known) >= SERVICE_CACHE_SIZE:
             self.known.clear()
         fields = (service.key, service.scheduler, service.persistent, service.netmask, service.flags, service.pe_name)
-        self.known[bytes(data[offset + ATTRIBUTES_START : offset + shape[0]])] = (fields, unknown)
+        self.known[bytes(msg.data[msg.offset + ATTRIBUTES_START : msg.offset + shape[0]])] = (fields, unknown)
 
     @staticmethod
     def _shape(msg: RawMessage) -> tuple[int, int] | None:
