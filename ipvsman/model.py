@@ -771,30 +771,22 @@ class Arrangement:
     - by_position: positions in services, in display order (service_sort_key);
     - servers: each real server address -> (display position, index in that service's dests),
       in display order; server_order: those addresses in address order;
-    - view 3's blocks, one an address in server_order: server_entries (its servers' entries),
-      server_rows (how many rows: a blank line but before the first, its line, one an entry),
-      server_starts (each block's first row, then the total) and server_index (address -> block);
+    - server_blocks: view 3's blocks over them (ServerBlocks);
     - view 2's blocks: binding_payloads, a VIP's (gap, address) and then the positions of its
       services; binding_rows (a blank line but before the first VIP, its title; a row a real
       server, or one for a service without any), binding_starts, and binding_index (service key,
       and ("vip", address) -> block).
     """
 
-    __slots__ = ("vip_groups", "by_position", "servers", "server_order", "server_entries", "server_rows",
-                 "server_starts", "server_index", "binding_payloads", "binding_rows", "binding_starts",
-                 "binding_index")  # fmt: skip
+    __slots__ = ("vip_groups", "by_position", "servers", "server_order", "server_blocks", "binding_payloads",
+                 "binding_rows", "binding_starts", "binding_index")  # fmt: skip
 
     def __init__(self, services: Sequence[Service]):
         self.by_position = services_in_order(services)
         self.vip_groups = vip_group_positions(services, self.by_position)
         self.servers = servers_by_address([services[index].dests for index in self.by_position])
         self.server_order = sorted_addresses(self.servers)
-        self.server_entries = list(map(self.servers.__getitem__, self.server_order))
-        self.server_rows = [len(entries) + 2 for entries in self.server_entries]
-        if self.server_rows:
-            self.server_rows[0] -= 1
-        self.server_starts = list(itertools.accumulate(self.server_rows, initial=0))
-        self.server_index = dict(zip(self.server_order, range(len(self.server_order))))
+        self.server_blocks = ServerBlocks(self.servers, self.server_order)
         payloads: list = []
         rows: list[int] = []
         index: dict = {}
@@ -808,6 +800,23 @@ class Arrangement:
                 rows.append(len(services[position].dests) or 1)
         self.binding_payloads, self.binding_rows, self.binding_index = payloads, rows, index
         self.binding_starts = list(itertools.accumulate(rows, initial=0))
+
+
+class ServerBlocks:
+    """View 3's blocks, one a real server address of `servers` (servers_by_address) in `order`:
+    entries (that address's entries), rows (how many rows: a blank line but before the first, the
+    address's line, one an entry), starts (each block's first row, then the total) and index
+    (address -> block)."""
+
+    __slots__ = ("entries", "rows", "starts", "index")
+
+    def __init__(self, servers: dict[str, list], order: Sequence[str]):
+        self.entries = list(map(servers.__getitem__, order))
+        self.rows = [len(entries) + 2 for entries in self.entries]
+        if self.rows:
+            self.rows[0] -= 1
+        self.starts = list(itertools.accumulate(self.rows, initial=0))
+        self.index = dict(zip(order, range(len(order))))
 
 
 def services_in_order(services: Sequence) -> list[int]:

@@ -7,6 +7,7 @@ from ipvsman.model import (
     FORWARD_LABELS,
     Dest,
     DestKey,
+    ServerBlocks,
     Service,
     Snapshot,
     servers_by_address,
@@ -60,25 +61,20 @@ class RealServersView(KeyedListView):
             return blocks
         self._reused = None
         arrangement = snapshot.arrangement if report is None else None
-        if arrangement is not None and arrangement.server_entries:
-            # Worked out by the polling thread for this layout: blocks, their index and starts.
-            kind = self._kind = ServerRows(self, arrangement.server_entries[0], arrangement.server_index)
-            kind.show(snapshot, ctx, arrangement.by_position, entries_in_order(snapshot, arrangement.by_position, None))
-            blocks = IndexedBlocks(arrangement.server_rows, kind, arrangement.server_entries, arrangement.server_starts,
-                                   kind.block_of)  # fmt: skip
-            self._reused = (layout, blocks)
-            return blocks
-        by_position, entries_of, servers = self._group(snapshot, report, drift_only)
-        order = self._address_order(servers) if servers else []
-        if not servers:
-            text = " no real server drifts" if drift_only else " no real servers"
-            return [(1, READY, (("empty",), [("dim", text)], False))]
-        kind = self._kind = ServerRows(self, servers[order[0]])
+        if arrangement is not None and arrangement.server_blocks.entries:  # worked out by the polling thread
+            by_position = arrangement.by_position
+            entries_of = entries_in_order(snapshot, by_position, None)
+            server_blocks = arrangement.server_blocks
+        else:
+            by_position, entries_of, servers = self._group(snapshot, report, drift_only)
+            if not servers:
+                text = " no real server drifts" if drift_only else " no real servers"
+                return [(1, READY, (("empty",), [("dim", text)], False))]
+            server_blocks = ServerBlocks(servers, self._address_order(servers))
+        # One block a real server address; its payload is the address's list of entries alone.
+        kind = self._kind = ServerRows(self, server_blocks.entries[0], server_blocks.index)
         kind.show(snapshot, ctx, by_position, entries_of)
-        # One block a real server address: a blank line before all but the first, its line, a row a
-        # service (as model.Arrangement counts them). The payload is the address's list alone.
-        blocks = [(len(entries) + 2, kind, entries) for entries in map(servers.__getitem__, order)]
-        blocks[0] = (blocks[0][0] - 1, kind, blocks[0][2])
+        blocks = IndexedBlocks(server_blocks.rows, kind, server_blocks.entries, server_blocks.starts, kind.block_of)
         if layout is not None:
             self._reused = (layout, blocks)
         return blocks
@@ -171,9 +167,9 @@ class ServerRows(RowKind):
 
     While the layout holds the view keeps its blocks and `show`s each new snapshot here instead."""
 
-    def __init__(self, view: RealServersView, first: list, index: dict[str, int] | None = None):
+    def __init__(self, view: RealServersView, first: list, index: dict[str, int]):
         self.view, self.first = view, first
-        self.index = index  # address -> block, when the blocks are model.Arrangement's
+        self.index = index  # address -> block (ServerBlocks.index)
         self.snapshot: Snapshot | None = None
         self.ctx: ViewContext | None = None
         self.by_position: list[int] = []
