@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from ipvsman.model import SCHEDULER_NAMES, ServiceKey
+from ipvsman.model import SCHEDULER_NAMES, WEIGHT_MAX, ServiceKey
 from ipvsman.topology import (
     DEFAULT_SCHEDULER,
     MAX_RANGE,
@@ -584,8 +584,12 @@ class _Interpreter:
             try:
                 if keyword == "weight":
                     if len(child_args) != 1 or not _is_uint(child_args[0], MAX_WEIGHT):
-                        raise _Bad(f"expected weight 0-{MAX_WEIGHT}, got {' '.join(child_args)!r}")
+                        raise _Bad(f"expected weight 0-{WEIGHT_MAX}, got {' '.join(child_args)!r}")
                     weight = int(child_args[0])
+                    if weight > WEIGHT_MAX:
+                        # Kept: keepalived 2 hands it to the kernel as is, so drift compares with what is there.
+                        self.error(child, f"weight {weight} is out of range 0-{WEIGHT_MAX} (ipvsadm's and "
+                                          "ipvsman's limit; keepalived 2 passes it to the kernel as is)")  # fmt: skip
                 elif keyword in ("lvs_method", "lb_kind"):
                     forward = _lvs_method(keyword, child_args)
                 elif keyword == "snmp_name" and child_args:

@@ -67,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--netns", metavar="NAME", help="act inside the named network namespace")
     what = parser.add_argument_group("what to send")
-    what.add_argument("--service", metavar="ADDR:PORT", help="only the connections of this virtual service")
-    what.add_argument("--real-server", metavar="ADDR:PORT", help="only the connections to this real server")
+    what.add_argument(
+        "--service", metavar="ADDR:PORT", help="only the connections of this virtual service ([IPv6]:PORT)"
+    )
+    what.add_argument(
+        "--real-server", metavar="ADDR:PORT", help="only the connections to this real server ([IPv6]:PORT)"
+    )
     what.add_argument(
         "--rate",
         type=number_type("rate", 0, above=True),
@@ -151,7 +155,25 @@ def main(
         return EXIT_USAGE
 
 
+def refuse_unbracketed_ipv6(text: str | None, option: str) -> None:
+    """`fd00::1:80` is fd00::1 port 80 or the address fd00::1:80: refused, naming the bracketed form.
+
+    model.split_host_port takes the last colon as the port's, which reads it as the former.
+    """
+    if text is None:
+        return
+    text = text.strip()
+    if text.startswith("[") or text.count(":") < 2:
+        return
+    host, _, port = text.rpartition(":")
+    raise SyncConfigError(
+        f"{option} {text} is ambiguous: an IPv6 address with a port needs brackets, write [{host}]:{port}"
+    )
+
+
 def _run(options: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, read) -> int:
+    refuse_unbracketed_ipv6(options.service, "--service")
+    refuse_unbracketed_ipv6(options.real_server, "--real-server")
     if options.backup_netns and not options.test:
         raise SyncConfigError("--backup-netns goes with --test")
     if options.test and (options.service or options.real_server or options.dry_run):

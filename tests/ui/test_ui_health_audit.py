@@ -1,17 +1,32 @@
-"""The director's health from (a stand-in for) psutil, the weight audit log, and the palette."""
+"""The director's health from (a stand-in for) psutil, the audit log of changes (a file, stderr, refusals), and the palette."""
 
 from __future__ import annotations
 
 import datetime
+import io
 from types import SimpleNamespace
 
 import pytest
 import urwid.testing
-from uihelpers import WEB1
+from uihelpers import WEB1, WEB2, FakeBackend, make_options, make_snapshot
 
-from ipvsman.ui.audit import AuditLog
+from ipvsman.poller import CommandResult
+from ipvsman.ui.app import Dashboard
+from ipvsman.ui.audit import ATTEMPT, AuditLog, AuditLogError, backend_label
 from ipvsman.ui.health import HealthSampler, describe
 from ipvsman.ui.palette import ATTRIBUTES, PALETTE, color_depth
+
+
+SIZE = (100, 30)
+
+
+def press(board, *keys):
+    return urwid.testing.press(board.top, SIZE, *keys)
+
+
+def select(board, view_key, row_key):
+    press(board, view_key)
+    assert board.view.select(row_key), f"no row {row_key} in view {view_key}"
 
 
 class FakePsutil:
@@ -63,22 +78,81 @@ def test_health_without_vip_interfaces_shows_all_but_loopback():
 def test_audit_log_creates_its_directory_and_appends(tmp_path):
     path = tmp_path / "state" / "ipvsman" / "audit.log"
     stamp = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
-    log = AuditLog(str(path), user="alice", clock=lambda: stamp)
-    assert log.record(WEB1, 100, 0, "ok") is None
-    assert log.record(WEB1, 0, 100, "refused: gone") is None
+    log = AuditLog(str(path), user="alice", clock=lambda: stamp, backend=backend_label("kernel", "lb-1"))
+    log.record(WEB1, 100, 0, ATTEMPT)
+    log.record(WEB1, 100, 0, "refused: gone")
     assert path.read_text().splitlines() == [
-        '2024-05-01T12:00:00+00:00 user="alice" service="tcp 192.0.2.10:80" server=10.1.0.11:80 old=100 new=0 '
-        'result="ok"',
-        '2024-05-01T12:00:00+00:00 user="alice" service="tcp 192.0.2.10:80" server=10.1.0.11:80 old=0 new=100 '
-        'result="refused: gone"',
+        '2024-05-01T12:00:00+00:00 user="alice" backend=kernel netns=lb-1 service="tcp 192.0.2.10:80" '
+        'server=10.1.0.11:80 old=100 new=0 result="attempt"',
+        '2024-05-01T12:00:00+00:00 user="alice" backend=kernel netns=lb-1 service="tcp 192.0.2.10:80" '
+        'server=10.1.0.11:80 old=100 new=0 result="refused: gone"',
     ]
 
 
-def test_audit_log_failure_under_a_file(tmp_path):
+@pytest.mark.parametrize(
+    "where, reason",
+    [
+        ("under-a-file", "Not a directory"),
+        ("/proc/self/ipvsman-audit.log", None),  # procfs takes no new files, not even from root
+    ],
+)
+def test_audit_log_failure_is_raised_every_time_with_its_reason(tmp_path, where, reason):
+    if where == "under-a-file":
+        (tmp_path / "file").write_text("")
+        where = str(tmp_path / "file" / "audit.log")
+    log = AuditLog(where)
+    for _ in range(2):  # every change is refused, not only the first
+        with pytest.raises(AuditLogError) as raised:
+            log.record(WEB1, 1, 2, ATTEMPT)
+        message = str(raised.value)
+        assert message.startswith(f"audit log {where} not writable: ") and "\n" not in message
+        if reason:
+            assert message.endswith(reason)
+
+
+def test_unwritable_audit_log_refuses_the_change_with_the_reason(poller, clock, tmp_path):
     (tmp_path / "file").write_text("")
-    log = AuditLog(str(tmp_path / "file" / "audit.log"))
-    assert "not written" in log.record(WEB1, 1, 2, "ok")
-    assert log.record(WEB1, 2, 3, "ok") is None
+    path = str(tmp_path / "file" / "audit.log")
+    board = Dashboard(make_options(audit_log=path), poller=poller, backend=FakeBackend(), clock=clock)
+    board.apply_snapshot(make_snapshot())
+    select(board, "2", WEB2)
+    press(board, "+")
+    press(board, "0")
+    assert poller.submitted == []  # never made unlogged
+    assert WEB2 not in board.pending and WEB2 not in board.drained  # a refused drain has nothing to restore
+    errors = [m.text for m in board.status.history if m.level == "error"]
+    assert errors == [
+        f"weight of {WEB2} not changed: audit log {path} not writable: Not a directory",
+    ] * 2
+
+
+def test_audit_log_on_stderr_is_held_while_it_is_the_terminal(poller, clock, capsys):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    audit = AuditLog("-", user="alice", backend=backend_label("demo"), stream=terminal)
+    board = Dashboard(make_options(), poller=poller, backend=FakeBackend(), clock=clock, audit=audit)
+    board.apply_snapshot(make_snapshot())
+    select(board, "2", WEB2)
+    press(board, "+")
+    board.apply_result(CommandResult(poller.submitted[0], True, "weight ... 50 -> 51"))
+    assert poller.submitted and terminal.getvalue() == ""  # the screen is the dashboard's while it runs
+    audit.release()
+    lines = terminal.getvalue().splitlines()
+    assert [line.split(" result=")[1] for line in lines] == ['"attempt"', '"ok"']
+    assert all(' user="alice" backend=demo service="tcp 192.0.2.10:80" server=10.1.0.12:80 old=50 new=51' in line
+               for line in lines)  # fmt: skip
+
+
+def test_audit_log_on_redirected_stderr_is_written_at_once(capsys):
+    log = AuditLog("-", user="alice")
+    log.record(WEB1, 1, 2, ATTEMPT)
+    assert 'backend=kernel service="tcp 192.0.2.10:80" server=10.1.0.11:80 old=1 new=2 result="attempt"' in (
+        capsys.readouterr().err
+    )
+    assert log.held == []
 
 
 @pytest.mark.parametrize("colors", [1, 16, 256])

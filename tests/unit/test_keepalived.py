@@ -668,3 +668,26 @@ def test_parameters_and_conditional_lines_for_this_director():
     assert summary(on_lb2) == {tcp("10.0.0.1", 80): ("wrr", None, "", None, [("10.0.0.11", 80, "masq", 4)])}
     # An undefined parameter stays as written, and is then no address.
     assert [(e.line, e.message) for e in on_lb1.errors] == [(11, "expected an IP address, got '$UNDEFINED'")]
+
+
+def test_a_weight_beyond_65535_is_reported_with_file_and_line_and_kept(tmp_path):
+    """ipvsadm (and ipvsman's + and -) stop at 65535; keepalived 2 and the kernel take more."""
+    path = tmp_path / "weights.conf"
+    path.write_text(
+        "virtual_server 10.0.0.1 80 {\n"
+        "    protocol TCP\n"
+        "    real_server 10.0.1.1 80 {\n"
+        "        weight 70000\n"
+        "    }\n"
+        "    real_server 10.0.1.2 80 { weight 65535 }\n"
+        "    real_server 10.0.1.3 80 { weight 2147483648 }\n"
+        "}\n"
+    )
+    configuration = read_keepalived(str(path))
+    assert [(error.path, error.line) for error in configuration.errors] == [(str(path), 4), (str(path), 7)]
+    assert configuration.errors[0].message.startswith("weight 70000 is out of range 0-65535")
+    assert "expected weight 0-65535, got '2147483648'" in configuration.errors[1].message
+    assert f"{path}:4" in str(configuration.errors[0])
+    service = configuration.find_service(ServiceKey("inet", "tcp", "10.0.0.1", 80))
+    weights = {dest.address: dest.weight for dest in service.dests}
+    assert weights == {"10.0.1.1": 70000, "10.0.1.2": 65535, "10.0.1.3": 1}  # what keepalived 2 programs

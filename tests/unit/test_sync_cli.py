@@ -94,6 +94,16 @@ def sent_conns():
         (["--service", "10.0.0.1", "--yes"], "ipvsman resync: --service: expected ADDRESS:PORT, got '10.0.0.1'\n"),
         (["--real-server", "10.0.1.9:80", "--yes"], "ipvsman resync: no real server 10.0.1.9:80 is configured\n"),
         (["--backup-netns", "b"], "ipvsman resync: --backup-netns goes with --test\n"),
+        (
+            ["--service", "fd00::1:443", "--yes"],
+            "ipvsman resync: --service fd00::1:443 is ambiguous: an IPv6 address with a port needs brackets, "
+            "write [fd00::1]:443\n",
+        ),
+        (
+            ["--real-server", "fd00::2:443", "--dry-run"],
+            "ipvsman resync: --real-server fd00::2:443 is ambiguous: an IPv6 address with a port needs brackets, "
+            "write [fd00::2]:443\n",
+        ),
     ],
 )
 def test_refused_with_one_line_reason(argv, message, recording_socket):
@@ -173,6 +183,12 @@ def test_dry_run_prints_what_would_be_sent_decoded_and_sends_nothing(recording_s
         "  UDP 198.51.100.3:40003 -> 10.0.0.1:53 -> 10.0.1.1:53 UDP timeout 290s flags 0x0100 (masq)",
         "  TCP [2001:db8::5]:40004 -> [fd00::1]:443 -> [fd00::2]:443 ESTABLISHED timeout 800s flags 0x0000 (masq)",
     ]
+
+
+def test_a_bracketed_ipv6_service_is_taken():
+    code, out, err = run(["--dry-run", "--service", "[fd00::1]:443"])
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].startswith("dry run: Resync 1 connections (service [fd00::1]:443)")
 
 
 def test_dry_run_of_one_service_with_overrides():
