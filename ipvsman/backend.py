@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 from ipvsman.model import DestKey, RawState, ServiceKey
 
@@ -48,6 +49,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def poll(self, connections: bool = True) -> RawState:
         """Read the whole state; the connection table only when `connections` is true."""
+
+    def read_table(self, limit: int | None = None, want_pe_data: bool = False) -> tuple[Sequence, bool, int]:
+        """The connection table, or its first `limit` entries: (connections, whether that is the
+        whole table, lines that did not parse). Unlike the other methods it may be called from a
+        thread of its own, while poll() runs (see ipvsman.conntable); raises BackendError.
+
+        This default takes the table of a poll, whole, for backends that only read it there.
+        """
+        connections = self.poll(connections=True).connections
+        if connections is None:
+            raise BackendError(f"{self.name} backend has no connection table")
+        return connections, True, 0
 
     @abc.abstractmethod
     def set_weight(self, dest: DestKey, weight: int) -> None:

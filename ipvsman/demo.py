@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -469,6 +470,7 @@ class DemoBackend(Backend):
         self._events: list[tuple[float, int, Callable, object]] = []
         self._sequence = 0
         self._table: dict[int, _Entry] = {}
+        self._table_lock = threading.Lock()
         self._last_clock: float | None = None
         self._first_poll = True
         self._services = [_SimService(spec, 0.0) for spec in self.director.services]
@@ -499,6 +501,14 @@ class DemoBackend(Backend):
         self._last_clock = None
 
     def poll(self, connections: bool = True) -> RawState:
+        with self._table_lock:  # read_table() may run in another thread
+            return self._poll(connections)
+
+    def read_table(self, limit: int | None = None, want_pe_data: bool = False):
+        with self._table_lock:
+            return self._connection_table(limit), limit is None or limit >= len(self._table), 0
+
+    def _poll(self, connections: bool) -> RawState:
         # The first poll shows the state the warm-up left, whatever the clock says.
         first, self._first_poll = self._first_poll, False
         if self.tick is not None:
@@ -618,7 +628,7 @@ class DemoBackend(Backend):
                     service.base[i] += value
                 service.retired.remove(dest)
 
-    def _connection_table(self) -> ConnectionTable:
+    def _connection_table(self, limit: int | None = None) -> ConnectionTable:
         # The hot loop of a poll, a row per connection: rows are built as plain tuples of the
         # right shape, skipping NamedTuple's slower __new__. They are handed out packed, as the
         # kernel backend's are, so that views and benchmarks see the same kind of table.
@@ -627,7 +637,13 @@ class DemoBackend(Backend):
         established_timeout = TCP_TIMEOUTS["ESTABLISHED"]
         rows = []
         append = rows.append
-        for entry in self._table.values():
+        entries = self._table.values()
+        if limit is not None and limit < len(self._table):
+            # Every k-th entry rather than the first: the table is in order of arrival, the
+            # kernel's prefix in hash order, which is as good as a sample spread over it.
+            entries = itertools.islice(entries, 0, None, max(1, len(self._table) // max(limit, 1)))
+            entries = itertools.islice(entries, limit)
+        for entry in entries:
             state = entry.state
             if state == "ESTABLISHED":
                 # Every packet re-arms the 900 s timer, and packets come every idle_gap seconds.

@@ -186,23 +186,55 @@ class Daemon:
 
 @dataclass(frozen=True, slots=True)
 class IpvsInfo:
-    """IPVS_CMD_GET_INFO: the kernel's IPVS version and connection hash table size."""
+    """IPVS_CMD_GET_INFO: the kernel's IPVS version and connection hash table size; None when not read."""
 
-    version: str = ""
-    conn_table_size: int = 0
+    # None, not "" and 0, by default: a state made without asking the kernel must not pass for
+    # one that asked it (a script would read "table size 0").
+    version: str | None = None
+    conn_table_size: int | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.version is not None
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """IPVS_CMD_GET_CONFIG: the tcp, tcp-fin and udp timeouts in seconds."""
+    """IPVS_CMD_GET_CONFIG: the tcp, tcp-fin and udp timeouts in seconds; None when not read."""
 
-    tcp: int = 0
-    tcp_fin: int = 0
-    udp: int = 0
+    tcp: int | None = None
+    tcp_fin: int | None = None
+    udp: int | None = None
+
+    @property
+    def known(self) -> bool:
+        return None not in (self.tcp, self.tcp_fin, self.udp)
+
+
+class UnknownDaemons(tuple):
+    """The sync daemons of a state that could not ask the kernel (no CAP_NET_ADMIN, nothing polled yet).
+
+    Empty, so that code which only iterates (the sync panel, resync's settings) still works, but
+    not "no daemon running": daemons_known() tells the two apart for what is shown.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN_DAEMONS"
+
+
+UNKNOWN_DAEMONS = UnknownDaemons()
+
+
+def daemons_known(daemons: Sequence[Daemon]) -> bool:
+    """False for UNKNOWN_DAEMONS (not read), true for any list read from the kernel, empty or not."""
+    return not isinstance(daemons, UnknownDaemons)
 
 
 # The states the kernel gives persistence templates (ip_vs_ctpl_state_name_table).
 TEMPLATE_STATES = frozenset(("NONE", "ASSURED"))
+SKIP_MALFORMED = "malformed /proc lines"  # RawState.skipped's reason for table lines that did not parse
 
 
 class Connection(NamedTuple):
@@ -529,13 +561,18 @@ class ConnectionTable(Sequence[Connection]):
 
 
 class StateCounts(Mapping[str, int]):
-    """Connections counted by state; read-only, and 0 for a state with none."""
+    """Connections counted by state; read-only, and 0 for a state with none.
 
-    __slots__ = ("_counts", "_total")
+    `estimated` when the counts are not a count of the whole table as of this poll: a sample of
+    it, or an older read, scaled to the kernel's exact totals (see ipvsman.conntable).
+    """
 
-    def __init__(self, counts: Mapping[str, int] | None = None):
+    __slots__ = ("_counts", "_total", "estimated")
+
+    def __init__(self, counts: Mapping[str, int] | None = None, estimated: bool = False):
         self._counts = dict(counts or {})
         self._total = sum(self._counts.values())
+        self.estimated = estimated
 
     def __getitem__(self, state: str) -> int:
         return self._counts.get(state, 0)
@@ -551,14 +588,14 @@ class StateCounts(Mapping[str, int]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, StateCounts):
-            return self._counts == other._counts
+            return self._counts == other._counts and self.estimated == other.estimated
         return NotImplemented
 
     def __hash__(self) -> int:
         return hash(frozenset(self._counts.items()))
 
     def __repr__(self) -> str:
-        return f"StateCounts({self._counts!r})"
+        return f"StateCounts({self._counts!r}{', estimated=True' if self.estimated else ''})"
 
     @property
     def total(self) -> int:
@@ -661,12 +698,52 @@ class RawState:
     info: IpvsInfo = IpvsInfo()
     timeouts: Timeouts = Timeouts()
     services: tuple[Service, ...] = ()
-    daemons: tuple[Daemon, ...] = ()
+    daemons: tuple[Daemon, ...] = UNKNOWN_DAEMONS  # a tuple read from the kernel, or UNKNOWN_DAEMONS
     # A ConnectionTable from the kernel, Connection tuples from the demo; None when not read this poll.
     connections: Sequence[Connection] | None = None
     sync_version: int | None = None  # net.ipv4.vs.sync_version, None when unknown
     skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> count of items skipped
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TableRead:
+    """One read of the connection table (whole, or the first `entries` of it) and what it cost.
+
+    Reads are rationed (ipvsman.conntable): a snapshot carries the newest read, which may be
+    older than the poll, and may be a prefix of the table (`complete` false).
+    """
+
+    seq: int  # counts reads
+    complete: bool  # the whole table; else its first `entries` entries
+    entries: int  # entries read
+    started_at: float  # time.time() when the read began
+    cpu_seconds: float  # the reading thread's user + system time: the kernel's walk included
+    wall_seconds: float
+    forced: bool = False  # asked for with a key, not by the budget
+    malformed: int = 0  # lines that did not parse
+    error: str | None = None  # why the read failed (then nothing else holds)
+    expected: int | None = None  # table size by the kernel's counters when the read began
+
+    @property
+    def finished_at(self) -> float:
+        return self.started_at + self.wall_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class TableStatus:
+    """What a snapshot says about its connection table: the read behind its counts, how the
+    budget rations reads, and whether a read is under way."""
+
+    read: TableRead | None = None  # the newest read that succeeded; None before the first
+    current: bool = False  # complete and read since the poll before: counts by state are exact
+    budget_percent: float | None = None  # None: read whole every poll (no budget)
+    next_read_at: float | None = None  # time.time() when the budget next allows a read; None: never
+    reading_since: float | None = None  # time.time() when a read under way began
+    reading_forced: bool = False
+    expected: int | None = None  # entries by the kernel's counters (active + inactive + persistent)
+    last_error: str | None = None  # why the newest read failed, when it did
+    full_estimate: float | None = None  # CPU seconds a whole read would cost, by the last read
 
 
 @dataclass(frozen=True, slots=True)
@@ -690,6 +767,11 @@ class Snapshot:
     # every snapshot of the same layout. None when unknown (hand-made snapshots): no reuse.
     layout: int | None = None
     arrangement: Arrangement | None = None  # of this layout; None when unknown
+    table: TableStatus = TableStatus()  # the connection table behind connections and counts by state
+    # Connections that /proc does not place for sure (a real server shared by firewall-mark
+    # services: /proc names no mark), by state, under the services they may belong to.
+    ambiguous_states: Mapping[tuple[ServiceKey, ...], StateCounts] = field(default_factory=dict)
+    interval: float | None = None  # seconds between polls now: more than asked when polls are slow
 
     @property
     def services(self) -> tuple[Service, ...]:

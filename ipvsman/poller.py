@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import collections
 import logging
-import operator
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from ipvsman import conntable
 from ipvsman.backend import Backend, BackendError
 from ipvsman.model import (
-    TEMPLATE_STATES,
+    SKIP_MALFORMED,
     Arrangement,
     Connection,
-    ConnectionTable,
     DestHistory,
     DestKey,
     DestPositions,
@@ -28,6 +27,7 @@ from ipvsman.model import (
     StateCounts,
     layout_signature,
 )
+from ipvsman.threadnames import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -112,64 +112,15 @@ SnapshotCallback = Callable[[Snapshot], None]
 ResultCallback = Callable[[CommandResult], None]
 
 
-_ROUTING_FIELDS = operator.itemgetter(*(Connection._fields.index(name) for name in (
-    "protocol", "virtual", "virtual_port", "dest", "dest_port", "state")))  # fmt: skip
-
-
 def aggregate_connections(
     services: Iterable[Service], connections: Iterable[Connection]
 ) -> tuple[dict[ServiceKey, StateCounts], DestStates]:
-    """Count connections by state per service and per real server.
-
-    A connection names its virtual address and port; fwmark services have none, so their
-    connections are matched by real server instead (by address alone for a port-0 real server,
-    whose connections carry the virtual port). Persistence templates are not counted.
-    """
-    by_virtual: dict[tuple[str, str, int], ServiceKey] = {}  # as /proc spells it: ("TCP", VIP, port)
-    by_dest: dict[tuple[str, int], list[DestKey]] = collections.defaultdict(list)
-    for service in services:
-        key = service.key
-        if key.fwmark:
-            for dest in service.dests:
-                by_dest[(dest.address, dest.port)].append(service.dest_key(dest))
-        else:
-            by_virtual[((key.protocol or "").upper(), key.address, key.port)] = key
-
-    # Connections first counted by what decides where they go (in C: Counter over a map, or over
-    # a ConnectionTable's codes), then each distinct (virtual, real server, state) is placed once:
-    # a table of 200,000 entries has a few thousand of them, one of 10,000 entries over 10,000
-    # real servers as many as entries. Placed by tuples of strings and ints (hashed in C):
-    # service keys and DestKeys hash in Python.
-    if isinstance(connections, ConnectionTable):
-        tally = connections.routing_counts()
-    else:
-        tally = collections.Counter(map(_ROUTING_FIELDS, connections))
-    counted: dict[object, tuple[ServiceKey, dict[str, int], dict[tuple[str, int], dict[str, int]]]] = {}
-    for (protocol, virtual, virtual_port, dest, dest_port, state), count in tally.items():
-        if protocol == "IP" or state in TEMPLATE_STATES:  # Connection.is_template
-            continue
-        routed = (protocol, virtual, virtual_port)
-        slot = counted.get(routed)
-        if slot is None:
-            skey = by_virtual.get(routed)
-            if skey is None:  # a fwmark service, found by its real server and counted under its key
-                dkeys = by_dest.get((dest, dest_port)) or by_dest.get((dest, 0))
-                if not dkeys:
-                    continue
-                skey = routed = dkeys[0].service
-                dest, dest_port = dkeys[0].address, dkeys[0].port
-            slot = counted.get(routed) or counted.setdefault(routed, (skey, {}, {}))
-        where = (dest, dest_port)
-        _, states, dests = slot
-        states[state] = states.get(state, 0) + count
-        found = dests.get(where)
-        if found is None:
-            dests[where] = {state: count}
-        else:
-            found[state] = found.get(state, 0) + count
-    # One slot a service: a routed tuple names one service, and a fwmark service is its own key.
-    service_states = {skey: StateCounts(states) for skey, states, _ in counted.values()}
-    return service_states, DestStates({skey: dests for skey, _, dests in counted.values()})
+    """Count connections by state per service and per real server, placed as conntable.place()
+    places them (connections it cannot place for sure are left out). Persistence templates are
+    not counted."""
+    placement = conntable.place(services, conntable.routing_counts(connections))
+    service_states = {key: StateCounts(states) for key, states in placement.service_states.items()}
+    return service_states, DestStates(placement.dest_states)
 
 
 class RateHistory:
@@ -203,7 +154,10 @@ class RateHistory:
 class Poller(threading.Thread):
     """Polls `backend` every `interval` seconds and runs queued commands between polls.
 
-    All backend calls happen on this thread. Results leave it only through the two
+    All backend calls happen on this thread, but for the connection table: with a
+    `conn_budget` (percent of one CPU) it is read by a conntable.TableReader, in a thread of its
+    own while this one runs, inline in poll_once() otherwise. Without one (None) each poll reads
+    it whole, as tests and screenshots want. Results leave the thread only through the two
     callbacks, which must hand them to the UI thread themselves (MainLoop.call_from_thread).
     """
 
@@ -216,6 +170,7 @@ class Poller(threading.Thread):
         connections: bool = True,
         history: int = HISTORY_LENGTH,
         clock: Callable[[], float] = time.time,
+        conn_budget: float | None = None,
     ):
         super().__init__(name="ipvsman-poller", daemon=True)
         self.backend = backend
@@ -224,6 +179,10 @@ class Poller(threading.Thread):
         self.interval = interval
         self.read_connections = connections
         self.clock = clock
+        self.conn_budget = conn_budget
+        # --no-connections with a budget: never read unless asked with a key.
+        budget = conntable.TableBudget(None if conn_budget is None else conn_budget if connections else 0.0)
+        self.table = conntable.TableReader(backend, budget, clock=clock)
         self._history = RateHistory(history)
         self._commands: queue.Queue[Command | None] = queue.Queue()
         self._stop_event = threading.Event()
@@ -234,7 +193,10 @@ class Poller(threading.Thread):
         self._layout_signature: tuple | None = None
         self._arrangement: Arrangement | None = None  # of the current layout
         self._last_histories: tuple[dict, DestHistory] = ({}, DestHistory())
-        self._last_aggregates: tuple[dict, dict] = ({}, {})
+        self._last_aggregates: tuple = ({}, {}, {})
+        self._placed_for: tuple | None = None  # (table read, layout) the placement was made for
+        self._placement: conntable.Placement | None = None
+        self._effective_interval = interval
         self.open_error: str | None = None
 
     # -- called from any thread ------------------------------------------------------------
@@ -245,6 +207,12 @@ class Poller(threading.Thread):
     def poll_now(self) -> None:
         """Wake the thread for an immediate poll."""
         self._commands.put(None)
+
+    def read_table_now(self) -> None:
+        """Read the whole connection table as soon as possible, whatever the budget says."""
+        self.table.request()
+        if not self.table.running:
+            self.poll_now()
 
     def pause(self) -> None:
         self._paused.set()
@@ -261,11 +229,13 @@ class Poller(threading.Thread):
     def stop(self, timeout: float | None = 2.0) -> None:
         self._stop_event.set()
         self._commands.put(None)
+        self.table.stop(timeout)
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
 
     # -- the thread ------------------------------------------------------------------------
     def run(self) -> None:
+        name_this_thread()
         try:
             self.backend.open()
         except BackendError as exc:
@@ -273,21 +243,33 @@ class Poller(threading.Thread):
         except Exception as exc:  # never let the thread die silently
             log.exception("backend open failed")
             self.open_error = f"cannot open {self.backend.name} backend: {exc}"
+        if self.conn_budget is not None and self.open_error is None:
+            self.table.start()
         try:
             while not self._stop_event.is_set():
+                started = time.monotonic()
                 if not self._paused.is_set():
                     self.on_snapshot(self.poll_once())
                 else:
                     self.on_snapshot(self._paused_snapshot())
-                self._wait_and_run_commands()
+                self._wait_and_run_commands(started)
         finally:
+            self.table.stop()
             try:
                 self.backend.close()
             except Exception:
                 log.exception("backend close failed")
 
-    def _wait_and_run_commands(self) -> None:
-        deadline = time.monotonic() + self.interval
+    def period(self, poll_seconds: float) -> float:
+        """Seconds from one poll's start to the next: the interval, stretched when a poll takes
+        more than half of it, so that polls never run back to back (at most half the time)."""
+        return max(self.interval, 2 * poll_seconds)
+
+    def _wait_and_run_commands(self, started: float | None = None) -> None:
+        now = time.monotonic()
+        if started is None:
+            started = now
+        deadline = started + self.period(now - started)
         while not self._stop_event.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -321,16 +303,16 @@ class Poller(threading.Thread):
         started = time.monotonic()
         error = self.open_error
         state = None
+        budgeted = self.conn_budget is not None
         if error is None:
             try:
-                state = self.backend.poll(connections=self.read_connections)
+                state = self.backend.poll(connections=self.read_connections and not budgeted)
             except BackendError as exc:
                 error = str(exc)
             except Exception as exc:
                 log.exception("poll failed")
                 error = f"poll failed: {type(exc).__name__}: {exc}"
         if state is not None:
-            self._last_good = state
             signature = layout_signature(state.services)
             if signature != self._layout_signature:
                 self._layout_signature = signature
@@ -338,38 +320,82 @@ class Poller(threading.Thread):
                 # Here, not in the UI thread: at 100,000 real servers it takes a good part of a second.
                 self._arrangement = Arrangement(state.services)
             self._last_histories = self._history.add(state.services, self._layout)
-            if state.connections is not None:
-                self._last_aggregates = aggregate_connections(state.services, state.connections)
-            else:
-                self._last_aggregates = ({}, {})
-        return self._snapshot(self._last_good or RawState(), time.monotonic() - started, error)
+            if budgeted:
+                # No services and a warning: netlink was refused (not root), the size is unknown.
+                self.table.hint(None if not state.services and state.warnings else state.services)
+                if not self.table.running and self.open_error is None:
+                    self.table.read_if_due()
+        seconds = time.monotonic() - started
+        taken_at = self.clock()  # once a poll: stepped clocks (screenshots) count the calls
+        if state is not None:
+            if not budgeted:
+                self._table_of_poll(state, taken_at, seconds)
+            state = self._with_table(state, taken_at)
+            self._last_good = state
+        self._effective_interval = self.period(seconds)
+        return self._snapshot(self._last_good or RawState(), seconds, error, taken_at=taken_at)
+
+    def _table_of_poll(self, state: RawState, taken_at: float, seconds: float) -> None:
+        """Without a budget the poll read the table itself: it is the newest read."""
+        self.table.adopt(state.connections, taken_at - seconds, seconds, conntable.expected_entries(state.services))
+
+    def _with_table(self, state: RawState, now: float) -> RawState:
+        """The poll's state with the newest table read, and its counts placed under this poll's
+        services (again only when the read or the set of services changed)."""
+        table = self.table
+        read, connections, routing = table.latest, table.latest_connections, table.latest_routing
+        if read is None or routing is None:
+            self._last_aggregates = ({}, {}, {})
+            self._placement, self._placed_for = None, None
+            return state if state.connections is None else replace(state, connections=None)
+        if self._placed_for != (read.seq, self._layout):
+            self._placement = conntable.place(state.services, routing)
+            self._placed_for = (read.seq, self._layout)
+        status = table.status(self.interval, now)
+        factor = (status.expected or read.entries) / read.entries if read.entries and not read.complete else 1.0
+        self._last_aggregates = conntable.counts_for_snapshot(self._placement, state.services, status.current, factor)
+        skipped = state.skipped
+        if read.malformed:
+            skipped = {**skipped, SKIP_MALFORMED: skipped.get(SKIP_MALFORMED, 0) + read.malformed}
+        return replace(state, connections=connections, skipped=skipped)
 
     def _paused_snapshot(self) -> Snapshot:
         return self._snapshot(self._last_good or RawState(), 0.0, None, paused=True)
 
-    def _snapshot(self, state: RawState, seconds: float, error: str | None, paused: bool = False) -> Snapshot:
+    def _snapshot(
+        self, state: RawState, seconds: float, error: str | None, paused: bool = False, taken_at: float | None = None
+    ) -> Snapshot:
         self._seq += 1
+        if taken_at is None:
+            taken_at = self.clock()
         return Snapshot(
             seq=self._seq,
-            taken_at=self.clock(),
+            taken_at=taken_at,
             poll_seconds=seconds,
             backend=self.backend.name,
             writable=self.backend.writable and self.open_error is None,
             state=state,
             service_states=self._last_aggregates[0],
             dest_states=self._last_aggregates[1],
+            ambiguous_states=self._last_aggregates[2],
             service_history=self._last_histories[0],
             dest_history=self._last_histories[1],
             error=error,
             paused=paused,
             layout=self._layout if self._layout_signature is not None else None,
             arrangement=self._arrangement,
+            table=self.table.status(self.interval, taken_at),
+            interval=self._effective_interval,
         )
 
 
-def snapshot_once(backend: Backend, connections: bool = True) -> Snapshot:
-    """Open the backend, poll it once in this thread and close it: for --once."""
-    poller = Poller(backend, on_snapshot=lambda s: None, connections=connections)
+def snapshot_once(backend: Backend, connections: bool = True, conn_budget: float | None = None) -> Snapshot:
+    """Open the backend, poll it once in this thread and close it: for --once.
+
+    With `conn_budget`, the connection table is read as the dashboard's first read would be:
+    whole when the kernel counts it small, else a prefix (counts by state then estimated).
+    """
+    poller = Poller(backend, on_snapshot=lambda s: None, connections=connections, conn_budget=conn_budget)
     try:
         backend.open()
     except BackendError as exc:

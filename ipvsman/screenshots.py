@@ -69,8 +69,14 @@ DEFAULT_BACKGROUND = (28, 28, 28)
 
 
 def steady(snapshot: Snapshot) -> Snapshot:
-    """The snapshot with a fixed poll duration: the real one varies from run to run."""
-    return dataclasses.replace(snapshot, poll_seconds=POLL_SECONDS)
+    """The snapshot with a fixed poll duration, and its table read with it: the real ones vary
+    from run to run."""
+    table = snapshot.table
+    if table.read is not None:
+        read = dataclasses.replace(table.read, started_at=snapshot.taken_at - POLL_SECONDS, cpu_seconds=POLL_SECONDS,
+                                   wall_seconds=POLL_SECONDS)  # fmt: skip
+        table = dataclasses.replace(table, read=read)
+    return dataclasses.replace(snapshot, poll_seconds=POLL_SECONDS, table=table)
 
 
 class StepPoller:

@@ -23,16 +23,16 @@ import itertools
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from ipvsman import collector
-from ipvsman.model import CONNECTION_RECORD, OTHER_CLIENT, Connection, ConnectionTable, connection_kind
+from ipvsman.model import CONNECTION_RECORD, OTHER_CLIENT, SKIP_MALFORMED, Connection, ConnectionTable, connection_kind  # noqa: F401 (SKIP_MALFORMED: re-exported)
 
 CONN_FILE = "ip_vs_conn"
 CONN_SYNC_FILE = "ip_vs_conn_sync"
 SYNC_VERSION_SYSCTL = "/proc/sys/net/ipv4/vs/sync_version"
 
-SKIP_MALFORMED = "malformed /proc lines"
 
 HEADER_PREFIX = "Pro "
 
@@ -288,6 +288,13 @@ def net_dir() -> str:
     return "/proc/self/net"
 
 
+def thread_net_dir() -> str:
+    """The calling thread's /proc/net by a path that other threads can read too (its task's),
+    so a table can be read in another thread from the namespace the polling thread entered."""
+    path = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/net"
+    return path if os.path.isdir(path) else net_dir()
+
+
 def read_text(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as handle:
         return handle.read()
@@ -299,26 +306,37 @@ def read_text(path: str) -> str:
 READ_BUFFER = 1 << 20
 
 
-def _parse_file(path: str, parse) -> tuple[ConnectionTable, int]:
+def _parse_file(path: str, parse, limit: int | None = None) -> tuple[ConnectionTable, bool, int]:
+    """(table, whether it is the whole file, malformed lines) of the first `limit` entries (all when None)."""
     with open(path, encoding="ascii", errors="replace", buffering=READ_BUFFER) as handle:
-        return parse(handle)
+        if limit is None:
+            table, malformed = parse(handle)
+            return table, True, malformed
+        # The header and `limit` lines; the kernel is asked for no page past them but one, to
+        # learn whether the table goes on.
+        table, malformed = parse(itertools.islice(handle, limit + 1))
+        return table, handle.readline() == "", malformed
 
 
-def read_connections(directory: str, want_pe_data: bool = False) -> tuple[ConnectionTable, int]:
-    """The connection table of `directory` (see net_dir), with origins when the kernel shows them.
+def read_connections(
+    directory: str, want_pe_data: bool = False, limit: int | None = None
+) -> tuple[ConnectionTable, bool, int]:
+    """The connection table of `directory` (see net_dir), with origins when the kernel shows them:
+    (table, whether it is whole, malformed lines). With `limit`, only the first `limit` entries
+    in the kernel's (hash) order are read, and the kernel walks no further than they are.
 
     ip_vs_conn_sync has the Origin column but no PE data; ip_vs_conn is read as well only when
     `want_pe_data` (some service has a persistence engine). Raises OSError when neither exists.
     """
     try:
-        connections, malformed = _parse_file(os.path.join(directory, CONN_SYNC_FILE), parse_conn_sync)
+        connections, complete, malformed = _parse_file(os.path.join(directory, CONN_SYNC_FILE), parse_conn_sync, limit)
     except FileNotFoundError:
-        return _parse_file(os.path.join(directory, CONN_FILE), parse_conn)
+        return _parse_file(os.path.join(directory, CONN_FILE), parse_conn, limit)
     if want_pe_data:
-        with_pe, malformed_pe = _parse_file(os.path.join(directory, CONN_FILE), parse_conn)
+        with_pe, _, malformed_pe = _parse_file(os.path.join(directory, CONN_FILE), parse_conn, limit)
         connections = merge_pe_data(connections, with_pe)
         malformed += malformed_pe
-    return connections, malformed
+    return connections, complete, malformed
 
 
 def parse_sync_version(text: str) -> int | None:

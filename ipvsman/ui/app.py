@@ -18,17 +18,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import urwid
 
 from ipvsman import collector, vips
-from ipvsman.drift import DriftReport, dests_to_add, find_drift, reload_restores_weight, reload_warning
-from ipvsman.model import FORWARD_LABELS, WEIGHT_MAX, DestKey, ServiceKey, Snapshot, join_host_port
+from ipvsman.conntable import DEFAULT_BUDGET
+from ipvsman.drift import DriftReport, find_drift, reload_restores_weight
+from ipvsman.model import FORWARD_LABELS, DestKey, ServiceKey, Snapshot, join_host_port
 from ipvsman.names import Names
-from ipvsman.poller import AddDest, Command, CommandResult, RemoveDest, SetWeight
-from ipvsman.topology import ConfiguredDest
-from ipvsman.ui.audit import AuditLog
+from ipvsman.poller import Command, CommandResult
+from ipvsman.ui.audit import AuditLog, AuditLogError, backend_label
+from ipvsman.ui.tableread import TableReadKey
+from ipvsman.ui.tabletext import interval_words
+from ipvsman.ui.audit import for_backend as audit_log_for
+from ipvsman.ui.changes import Changes, PendingChange
 from ipvsman.ui.config import Configurations, load_configurations, make_names
 from ipvsman.ui.dialogs import ChoiceDialog, ConfirmDialog, DetailsDialog, Dialog
 from ipvsman.ui.health import DirectorSample, DirectorWatcher, HealthSampler, describe
@@ -122,14 +125,6 @@ def _is_missing(selection) -> bool:
     return isinstance(selection, tuple) and len(selection) == 2 and selection[0] == "missing"
 
 
-@dataclass
-class PendingChange:
-    old: int
-    new: int
-    outstanding: int = 1  # commands sent and not answered yet
-    warning: str | None = None  # keepalived's next reload undoes it (said again when confirmed)
-
-
 class DashboardWidget(urwid.WidgetWrap):
     """The top widget: hands keys and mouse events to the controller, and draws a one-line
     notice instead of the dashboard when the terminal is too small (nothing is lost)."""
@@ -192,8 +187,13 @@ class Dashboard:
         self.names = names if names is not None else numeric_names()
         self.configs = configs if configs is not None else Configurations()
         self.sync_panel = sync_panel if sync_panel is not None else SyncPanel(None, off_reason="sync monitor off")
-        self.audit = audit if audit is not None else AuditLog(_option(options, "audit_log", None))
+        if audit is None:
+            netns = getattr(backend, "netns", None) or _option(options, "netns", None)
+            label = backend_label(getattr(backend, "name", None), netns)
+            audit = AuditLog(_option(options, "audit_log", None), backend=label)
+        self.audit = audit
         self.weight_step = _option(options, "weight_step", 1)
+        self.table_key = TableReadKey(lambda *args, **kwargs: self.status.post(*args, **kwargs))
         self.keymap = KEYMAP
         self.loop: urwid.MainLoop | None = None
         # run() starts it: full collections between frames, none in the middle of one (ipvsman.collector)
@@ -204,8 +204,6 @@ class Dashboard:
         self.view = self.views[0]
         self.snapshot: Snapshot | None = None
         self.data_taken_at = 0.0  # when the state on screen was read (not when a paused snapshot came)
-        self.pending: dict[DestKey, PendingChange] = {}
-        self.drained: dict[DestKey, int] = {}
         self.held: dict[str, str] | None = None
         self.owners: dict[str, vips.VipOwner] | None = None  # VIP -> where it is held, while `held` is known
         self._owners_for: tuple | None = None  # what `owners` were worked out from
@@ -232,6 +230,15 @@ class Dashboard:
         self._on_dialog_yes: Callable[[], None] | None = None  # what `y` does in a ConfirmDialog
         self._dialog_no_message = "nothing changed"  # what `n` says in a ConfirmDialog
         self._choice_service: ServiceKey | None = None  # the service a ChoiceDialog adds to
+        self.changes = Changes(
+            self.audit,
+            self.status,
+            poller=lambda: self.poller,
+            snapshot=lambda: self.snapshot,
+            configs=lambda: self.configs,
+            read_only_reason=self.read_only_reason,
+            names=lambda: self.names,
+        )
         self.frame = urwid.Frame(self.view.widget, header=self.header, footer=self.status)
         self.top = DashboardWidget(self, self.frame)
         self.commands = self._register_commands()
@@ -271,6 +278,7 @@ class Dashboard:
                 "view.previous": lambda: self.step_view(-1),
                 "poll.pause": self.toggle_pause,
                 "names.toggle": self.toggle_names,
+                "table.read": lambda: self.table_key.request(self.poller, self.snapshot),
                 "drift.toggle": self.toggle_drift_only,
                 "details.show": self.show_details,
                 "details.close": self.close_dialog,
@@ -443,6 +451,9 @@ class Dashboard:
                 self.header.set_poll(("header.dim", f"paused: data from {age} ago "))
             else:
                 took = f", took {snapshot.poll_seconds * 1000:.0f} ms"
+                stretched = interval_words(snapshot, _option(self.options, "interval", 1.0))
+                if stretched:
+                    took += f", {stretched}"
                 # A poll overdue by several intervals (a slow kernel, a stuck netlink call) stands out.
                 late = seconds > max(5.0, 3 * _option(self.options, "interval", 1.0))
                 attr = "header.error" if late else "header.dim"
@@ -535,6 +546,7 @@ class Dashboard:
         if self.watcher is not None:
             self.watcher.interfaces = tuple(self.vip_interfaces())
         self.sync_panel.follow(snapshot.daemons)
+        self.table_key.on_snapshot(snapshot)
         self.refresh()
 
     def _update_owners(self) -> None:
@@ -557,52 +569,18 @@ class Dashboard:
         self._owners_for = owners_for
 
     def _settle_pending(self, snapshot: Snapshot) -> None:
-        for key, change in list(self.pending.items()):
-            if change.outstanding:
-                continue
-            dest = snapshot.find_dest(key)
-            del self.pending[key]
-            self.status.set_pending(key, None)
-            if dest is None:
-                self.status.post(f"{key}: real server gone, weight {change.new} not confirmed", "warn")
-            elif dest.weight == change.new:
-                self.status.post(f"confirmed: weight of {key} is {change.new}")
-                if change.warning:  # said again, as the newest message, so it stays in view
-                    self.status.post(change.warning, "warn")
-            else:
-                self.status.post(f"weight of {key} is {dest.weight}, not {change.new} as set", "warn")
-        for key in list(self.drained):
-            dest = snapshot.find_dest(key)
-            if (dest is None or dest.weight != 0) and key not in self.pending:
-                del self.drained[key]  # gone, or raised since: nothing to restore any more
+        self.changes.settle(snapshot)
+
+    @property
+    def pending(self) -> dict[DestKey, PendingChange]:
+        return self.changes.pending
+
+    @property
+    def drained(self) -> dict[DestKey, int]:
+        return self.changes.drained
 
     def apply_result(self, result: CommandResult) -> None:
-        command = result.command
-        outcome = "ok" if result.ok else f"refused: {result.message}"
-        error = None
-        if isinstance(command, AddDest):
-            error = self.audit.record_add(
-                command.service, command.address, command.port, command.forward, command.weight, outcome
-            )
-        elif isinstance(command, RemoveDest):
-            error = self.audit.record_remove(command.dest, outcome)
-        if error:
-            self.status.post(error, "warn")
-        if isinstance(command, SetWeight):
-            error = self.audit.record(command.dest, command.old_weight, command.new_weight, outcome)
-            if error:
-                self.status.post(error, "warn")
-            change = self.pending.get(command.dest)
-            if change is not None:
-                change.outstanding = max(0, change.outstanding - 1)
-                if not result.ok:
-                    del self.pending[command.dest]
-                    self.status.set_pending(command.dest, None)
-        if result.ok:
-            if not isinstance(command, SetWeight):
-                self.status.post(result.message)
-        else:
-            self.status.post(result.message, "error")
+        self.changes.apply_result(result)
         self.refresh()
 
     def tick(self) -> None:
@@ -689,112 +667,32 @@ class Dashboard:
 
     def _weight_target(self, action: str) -> tuple[DestKey, int] | None:
         """The selected real server and its weight (as last requested), or None after saying why not."""
-        key = self.selected_dest()
-        selection = self.view.selection()
-        if key is None and _is_missing(selection):
-            self.status.post(f"{action}: {selection[1]} is not in the kernel", "warn")
-            return None
-        if key is None:
-            self.status.post(f"{action}: select a real server first (views 2 and 3 list them)", "warn")
-            return None
-        reason = self.read_only_reason()
-        if reason:
-            self.status.post(f"{action} disabled: {reason}", "warn")
-            return None
-        dest = self.snapshot.find_dest(key) if self.snapshot else None
-        if dest is None:
-            self.status.post(f"{action}: {key} is no longer there", "warn")
-            return None
-        change = self.pending.get(key)
-        return key, change.new if change else dest.weight
+        return self.changes.weight_target(self.view.selection(), action)
 
     def set_weight(self, key: DestKey, old: int, new: int) -> None:
-        change = self.pending.get(key)
-        warning = reload_warning(self.configs.keepalived, key, new)
-        if change is None:
-            self.pending[key] = PendingChange(old, new, warning=warning)
-        else:
-            change.new = new
-            change.outstanding += 1
-            change.warning = warning
-        pending = self.pending[key]
-        self.status.set_pending(key, f"weight of {key} {pending.old} -> {pending.new}")
-        if warning:
-            self.status.post(warning, "warn")
-        self.submit(SetWeight(key, old, new))
-        self.refresh_view()
+        if self.changes.set_weight(key, old, new):
+            self.refresh_view()
 
     def change_weight(self, step: int) -> None:
-        target = self._weight_target("weight change")
-        if target is None:
-            return
-        key, current = target
-        new = max(0, min(WEIGHT_MAX, current + step))
-        if new == current:
-            self.status.post(f"weight of {key} is already {current} (0..{WEIGHT_MAX})", "warn")
-            return
-        self.set_weight(key, current, new)
+        if self.changes.change_weight(self.view.selection(), step):
+            self.refresh_view()
 
     def toggle_drain(self) -> None:
-        target = self._weight_target("drain")
-        if target is None:
-            return
-        key, current = target
-        if current > 0:
-            self.drained[key] = current
-            self.set_weight(key, current, 0)
-        elif key in self.drained:
-            self.set_weight(key, 0, self.drained[key])
-        else:
-            self.status.post(f"{key} has weight 0 but was not drained here: nothing to restore (+ raises it)", "warn")
+        if self.changes.toggle_drain(self.view.selection()):
+            self.refresh_view()
 
-    # -- real servers from the topology: add (a) and remove (x) -----------------------------------
-    def _service_of(self, selection) -> ServiceKey | None:
-        if _is_missing(selection):
-            selection = selection[1]
-        if isinstance(selection, DestKey):
-            return selection.service
-        return selection if isinstance(selection, ServiceKey) else None
-
+    # -- real servers from the topology: add (a) and remove (x), worked out in ipvsman.ui.changes ---
     def add_dest(self) -> None:
         """`a`: offer the real servers the topology lists for the selected service and the kernel lacks."""
-        selection = self.view.selection()
-        key = self._service_of(selection)
-        if key is None:
-            self.status.post("add: select a service or one of its real servers first (views 1-3)", "warn")
+        offer = self.changes.offer_add(self.view.selection())
+        if offer is None:
             return
-        reason = self.read_only_reason()
-        if reason:
-            self.status.post(f"add disabled: {reason}", "warn")
-            return
-        topology = self.configs.topology
-        if topology is None:
-            self.status.post("add: no topology file lists real servers to add (--topology FILE)", "warn")
-            return
-        kernel = self.snapshot.find_service(key) if self.snapshot is not None else None
-        if kernel is None:
-            self.status.post(f"add: {key} is not in the kernel (ipvsman adds real servers, not services)", "warn")
-            return
-        candidates = dests_to_add(topology, key, kernel)
-        if not candidates:
-            if topology.find_service(key) is None:
-                self.status.post(f"add: the topology does not list {key}", "warn")
-            else:
-                self.status.post(f"add: every real server the topology lists for {key} is in the kernel", "warn")
-            return
-        entries = [(self._candidate_label(key, dest), dest) for dest in candidates]
-        dialog = ChoiceDialog(f"Add to {service_title(key, self.names)}", entries,
+        dialog = ChoiceDialog(offer.title, list(offer.entries),
                               [("key", " Enter"), " adds   ", ("key", "Esc"), " adds nothing"])  # fmt: skip
-        if isinstance(selection, tuple) and isinstance(selection[1], DestKey):  # a MISSING row: that one
-            wanted = (selection[1].address, selection[1].port)
-            dialog.select(next((d for d in candidates if (d.address, d.port) == wanted), None))
-        self._choice_service = key
+        if offer.preselect is not None:
+            dialog.select(offer.preselect)
+        self._choice_service = offer.service
         self.open_dialog(dialog)
-
-    def _candidate_label(self, key: ServiceKey, dest: ConfiguredDest) -> str:
-        server = server_label(DestKey(key, dest.address, dest.port), self.names)
-        method = FORWARD_LABELS.get(dest.forward, dest.forward)
-        return f"{server}  weight {dest.weight}  {method}"
 
     def apply_choice(self) -> None:
         dialog = self.dialog
@@ -803,59 +701,18 @@ class Dashboard:
         dest = dialog.chosen()
         key = self._choice_service
         self.close_dialog()
-        # The choice may have taken a while: look again before asking the kernel.
-        reason = self.read_only_reason()
-        if reason:
-            self.status.post(f"add disabled: {reason}", "warn")
-            return
-        kernel = self.snapshot.find_service(key) if self.snapshot is not None else None
-        if kernel is None:
-            self.status.post(f"add: {key} is no longer in the kernel", "warn")
-            return
-        if kernel.find_dest(dest.address, dest.port) is not None:
-            self.status.post(f"add: {join_host_port(dest.address, dest.port)} is already in {key}", "warn")
-            return
-        self.submit(AddDest(key, dest.address, dest.port, dest.forward, dest.weight))
-        self.status.post(f"adding {join_host_port(dest.address, dest.port)} to {key} (weight {dest.weight})")
+        self.changes.add(key, dest)
 
     def remove_dest(self) -> None:
         """`x`: remove the selected real server once the operator says y."""
-        selection = self.view.selection()
-        if _is_missing(selection):
-            self.status.post(f"remove: {selection[1]} is not in the kernel: nothing to remove", "warn")
+        removal = self.changes.ask_remove(self.view.selection())
+        if removal is None:
             return
-        key = self.selected_dest()
-        if key is None:
-            self.status.post("remove: select a real server first (views 2 and 3 list them)", "warn")
-            return
-        reason = self.read_only_reason()
-        if reason:
-            self.status.post(f"remove disabled: {reason}", "warn")
-            return
-        dest = self.snapshot.find_dest(key) if self.snapshot is not None else None
-        if dest is None:
-            self.status.post(f"remove: {key} is no longer there", "warn")
-            return
-        server = join_host_port(key.address, key.port)
-        question = f"remove {server} from {key.service}? y/n"
-        name = self.names.dest_name(key)
-        details = [f"{name}/{server}" if name and name != key.address else server]
-        details.append(
-            f"weight {dest.weight}; {fmt_count(dest.active_conns)} active and {fmt_count(dest.inactive_conns)} "
-            "inactive connections, which the kernel keeps until they end"
-        )
-        if self.configs.keepalived is not None and self.configs.keepalived.find_dest(key) is not None:
-            details.append("keepalived.conf lists it: keepalived's next reload adds it back")
-        self._on_dialog_yes = lambda: self._submit_remove(key)
-        self.open_dialog(ConfirmDialog("Remove a real server", question, "\n".join(details)))
+        self._on_dialog_yes = lambda: self._submit_remove(removal.key)
+        self.open_dialog(ConfirmDialog("Remove a real server", removal.question, removal.details))
 
     def _submit_remove(self, key: DestKey) -> None:
-        reason = self.read_only_reason()
-        if reason:
-            self.status.post(f"remove disabled: {reason}", "warn")
-            return
-        self.submit(RemoveDest(key))
-        self.status.post(f"removing {join_host_port(key.address, key.port)} from {key.service}")
+        self.changes.remove(key)
 
     def confirm_no(self) -> None:
         self.close_dialog(self._dialog_no_message)
@@ -1308,6 +1165,11 @@ def run(options: argparse.Namespace, backend) -> int:
         print("ipvsman: the dashboard needs a terminal (use --once for scripts)", file=sys.stderr)
         return 2
     demo = getattr(backend, "name", "") == "demo"
+    try:
+        audit = audit_log_for(_option(options, "audit_log", None), backend, _option(options, "netns", None))
+    except AuditLogError as exc:
+        print(f"ipvsman: {exc}", file=sys.stderr)
+        return 2
     configs = load_configurations(options, demo)
     if demo:
         sync_panel = SyncPanel(None, off_reason=DEMO_MONITOR_OFF)
@@ -1316,7 +1178,7 @@ def run(options: argparse.Namespace, backend) -> int:
     dashboard = Dashboard(
         options,
         backend=backend,
-        audit=AuditLog(_option(options, "audit_log", None)),
+        audit=audit,
         configs=configs,
         sync_panel=sync_panel,
     )
@@ -1331,6 +1193,7 @@ def run(options: argparse.Namespace, backend) -> int:
         dashboard.on_result,
         interval=_option(options, "interval", 1.0),
         connections=_option(options, "connections", True),
+        conn_budget=_option(options, "conn_budget", DEFAULT_BUDGET),
     )
     dashboard.poller = poller
     screen = urwid.display.raw.Screen()
@@ -1355,5 +1218,6 @@ def run(options: argparse.Namespace, backend) -> int:
         if names.resolver is not None:
             names.resolver.close()
         dashboard.drain_results()  # results that arrived as the loop stopped still reach the audit log
+        audit.release()  # lines held for stderr while the dashboard had the terminal
     return status
 

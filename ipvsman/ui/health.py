@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from ipvsman.threadnames import name_this_thread
 from ipvsman.ui.widgets import Markup, fmt_si
 
 
@@ -125,7 +126,7 @@ class DirectorWatcher(threading.Thread):
         interval: float = 1.0,
         address_interval: float = 5.0,
     ):
-        super().__init__(name="ipvsman-director-watcher", daemon=True)
+        super().__init__(name="ipvsman-health", daemon=True)
         self.on_sample = on_sample
         self.local_addresses = local_addresses
         self.sampler = sampler
@@ -140,6 +141,7 @@ class DirectorWatcher(threading.Thread):
             self.join(timeout)
 
     def run(self) -> None:
+        name_this_thread()
         held: dict[str, str] | None = None
         addresses_at: float | None = None
         while not self._stop_event.is_set():

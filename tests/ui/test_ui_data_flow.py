@@ -208,7 +208,7 @@ def test_paused_snapshots_keep_the_age_of_the_data(dashboard, clock):
     dashboard.apply_snapshot(dataclasses.replace(first, seq=2, taken_at=first.taken_at + 5, paused=True))
     lines = screen(dashboard)
     assert "PAUSED" in lines[0] and "paused: data from 6.0s ago" in lines[0]
-    assert "14:44" in lines[5]  # the first connection's 890 s, 6 s on
+    assert "14:44" in lines[6]  # the first connection's 890 s, 6 s on
 
 
 def test_a_late_poll_is_marked(dashboard, clock):

@@ -20,6 +20,8 @@ from ipvsman.model import (
     Service,
     ServiceKey,
     Snapshot,
+    TableRead,
+    TableStatus,
     Timeouts,
 )
 from ipvsman.keepalived import parse_keepalived
@@ -207,8 +209,11 @@ def make_connections() -> tuple[Connection, ...]:
 
 
 def make_snapshot(
-    seq=1, services=None, connections=None, writable=True, error=None, paused=False, daemons=None, **state
+    seq=1, services=None, connections=None, writable=True, error=None, paused=False, daemons=None, extra=None,
+    **state,
 ) -> Snapshot:
+    """A kernel snapshot of `services` (the fixture's by default); `extra`: more Snapshot fields."""
+    extra = dict(extra or {})
     services = make_services() if services is None else services
     connections = make_connections() if connections is None else connections
     raw = RawState(
@@ -222,7 +227,14 @@ def make_snapshot(
     )
     service_states, dest_states = aggregate_connections(services, connections or ())
     history = {s.key: tuple(range(0, 2 * s.rates.cps + 1, max(1, s.rates.cps // 4))) for s in services}
+    if "table" not in extra:  # the table read whole with this poll, as a poll without a budget does
+        read = None if raw.connections is None else TableRead(
+            seq=seq, complete=True, entries=len(raw.connections), started_at=TAKEN_AT + seq - 0.012,
+            cpu_seconds=0.012, wall_seconds=0.012,
+        )  # fmt: skip
+        extra["table"] = TableStatus(read=read, current=read is not None, next_read_at=TAKEN_AT + seq)
     return Snapshot(
+        **extra,
         seq=seq,
         taken_at=TAKEN_AT + seq,
         poll_seconds=0.012,

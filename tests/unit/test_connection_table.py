@@ -232,7 +232,7 @@ def test_hostile_bytes_in_the_file_are_counted(tmp_path):
     data = CONN.encode() + b"TCP 0A62\xff\xfe0102 9C40 0A620164 0050 0A620202 1F90 ESTABLISHED     899\n" + \
         b"\x00" * 100 + b"\n" + b"TCP 0A620102 9C40\x00 0A620164 0050 0A620202 1F90 ESTABLISHED     899\n" + body  # fmt: skip
     (tmp_path / procfs.CONN_FILE).write_bytes(data)
-    table, malformed = procfs.read_connections(str(tmp_path))
+    table, _, malformed = procfs.read_connections(str(tmp_path))
     assert malformed == 3
     assert list(table) == [*EXPECTED, EXPECTED[0]]
 

@@ -246,19 +246,31 @@ def test_any_text_is_parsed_or_counted_never_raised(lines):
 def test_read_connections_prefers_the_sync_file(tmp_path):
     (tmp_path / "ip_vs_conn").write_text(CONN)
     (tmp_path / "ip_vs_conn_sync").write_text(CONN_SYNC + "garbage line\n")
-    connections, malformed = procfs.read_connections(str(tmp_path))
+    connections, complete, malformed = procfs.read_connections(str(tmp_path))
+    assert complete
     assert [conn.origin for conn in connections] == ["LOCAL", "SYNC", "LOCAL", "SYNC"]
     assert not any(conn.pe_name for conn in connections)
     assert malformed == 1
-    connections, _ = procfs.read_connections(str(tmp_path), want_pe_data=True)
+    connections, _, _ = procfs.read_connections(str(tmp_path), want_pe_data=True)
     assert [conn.pe_name for conn in connections] == ["", "", "sip", ""]
 
 
 def test_read_connections_without_the_sync_file(tmp_path):
     (tmp_path / "ip_vs_conn").write_text(CONN)
-    connections, malformed = procfs.read_connections(str(tmp_path))
+    connections, _, malformed = procfs.read_connections(str(tmp_path))
     assert len(connections) == 8 and malformed == 0
     assert connections[4].pe_name == "sip"
+
+
+def test_a_limited_read_takes_the_first_entries_and_says_whether_the_table_goes_on(tmp_path):
+    (tmp_path / procfs.CONN_FILE).write_text(CONN)
+    whole, _, _ = procfs.read_connections(str(tmp_path))
+    first, complete, _ = procfs.read_connections(str(tmp_path), limit=3)
+    assert list(first) == list(whole)[:3] and not complete
+    exactly, complete, _ = procfs.read_connections(str(tmp_path), limit=len(whole))
+    assert list(exactly) == list(whole) and complete
+    more, complete, _ = procfs.read_connections(str(tmp_path), limit=len(whole) + 5)
+    assert list(more) == list(whole) and complete
 
 
 def test_read_connections_without_ipvs(tmp_path):
@@ -277,10 +289,11 @@ def test_sync_version(tmp_path):
 
 def test_files_are_parsed_as_they_are_read_with_the_same_result_as_their_text(tmp_path):
     (tmp_path / procfs.CONN_FILE).write_text(CONN)
-    streamed, malformed = procfs.read_connections(str(tmp_path))
-    assert (streamed, malformed) == procfs.parse_conn(CONN)
+    streamed, complete, malformed = procfs.read_connections(str(tmp_path))
+    assert complete and (streamed, malformed) == procfs.parse_conn(CONN)
     (tmp_path / procfs.CONN_SYNC_FILE).write_text(CONN_SYNC)
-    assert procfs.read_connections(str(tmp_path)) == procfs.parse_conn_sync(CONN_SYNC)
+    streamed, _, malformed = procfs.read_connections(str(tmp_path))
+    assert (streamed, malformed) == procfs.parse_conn_sync(CONN_SYNC)
     assert procfs.parse_conn(CONN.splitlines()[1:]) == procfs.parse_conn(CONN)  # no header line
 
 

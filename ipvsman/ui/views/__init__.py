@@ -32,6 +32,7 @@ from ipvsman.model import (
 )
 from ipvsman.names import Names
 from ipvsman.topology import ConfiguredService
+from ipvsman.ui.tabletext import table_line
 from ipvsman.ui.widgets import Line, Markup, Row, fmt_count, fmt_si
 from ipvsman.vips import VipOwner
 
@@ -197,13 +198,30 @@ def state_items(counts: StateCounts | None) -> list[tuple[str, int]]:
 
 
 def state_markup(counts: StateCounts | None, empty: str = "no connections") -> Markup:
+    """Counts by state; estimated ones (a sample, or an older table) start with "~"."""
     items = state_items(counts)
     if not items:
         return [("dim", empty)]
-    markup: Markup = []
+    markup: Markup = [("dim", "~ ")] if counts.estimated else []
     for index, (label, count) in enumerate(items):
         markup += ["  " if index else "", ("dim", f"{label} "), fmt_count(count)]
     return markup
+
+
+def states_markup(counts: StateCounts | None, total: int, snapshot: Snapshot) -> Markup:
+    """Counts by state of a service or real server whose kernel total is `total`, or why there are none."""
+    if counts:
+        return state_markup(counts)
+    if total == 0:
+        return [("dim", "no connections")]
+    read = snapshot.table.read
+    if read is None:
+        why = "connection table not read" + (" (C reads it)" if snapshot.table.budget_percent == 0 else " yet")
+    elif not read.complete:
+        why = f"none in the sample of {fmt_count(read.entries)} entries"
+    else:
+        why = "none in the table read"
+    return [("dim", f"states: {why}")]
 
 
 def rates_text(rates: Rates) -> str:
@@ -231,10 +249,8 @@ def weight_markup(key: DestKey, dest: Dest, ctx: ViewContext) -> tuple[str, str 
     return str(dest.weight), None
 
 
-def connection_total(counts: StateCounts | None, dests: Iterable[Dest]) -> int:
-    """From the connection table when it was read, else the kernel's active + inactive counts."""
-    if counts is not None:
-        return counts.total
+def connection_total(dests: Iterable[Dest]) -> int:
+    """The kernel's own active + inactive counts: exact on every poll, whatever the table."""
     return sum(dest.active_conns + dest.inactive_conns for dest in dests)
 
 
@@ -300,6 +316,7 @@ class View:
     short_title = ""  # on the tab bar of a narrow terminal
     context = "global"  # keymap context of the view besides "global"
     filters_drift = False  # whether `D` (drift only) applies to this view
+    shows_states = False  # whether rows show counts by state (then a note says when they are estimated)
 
     def __init__(self):
         self.width = 100
@@ -535,6 +552,8 @@ class KeyedListView(View):
         self.column_header = urwid.Text("", wrap="clip")
         self._column_header = urwid.AttrMap(self.column_header, "colhead")
         self.note = urwid.Text("", wrap="clip")  # above the column titles while the drift filter is on
+        self.table_note = urwid.Text("", wrap="clip")  # while counts by state are estimated
+        self._notes: tuple = ()
         self.widget = urwid.Frame(self.listbox, header=self._column_header)
         self.rows = ShownRows(self.walker)
 
@@ -552,12 +571,17 @@ class KeyedListView(View):
 
     def update(self, snapshot: Snapshot | None, ctx: ViewContext) -> None:
         self.column_header.set_text(self.header(ctx))
+        notes = []
         if self.filters_drift and ctx.drift_only and ctx.drift is not None:
             self.note.set_text(drift_only_note(ctx))
-            if self.widget.header is self._column_header:
-                self.widget.header = urwid.Pile([self.note, self._column_header])
-        elif self.widget.header is not self._column_header:
-            self.widget.header = self._column_header
+            notes.append(self.note)
+        if self.shows_states and snapshot is not None and snapshot.table.read is not None and not snapshot.table.current:
+            # Say once, above the rows, why their counts by state carry a "~".
+            self.table_note.set_text([("dim", f" ~ {table_line(snapshot)}")])
+            notes.append(self.table_note)
+        if tuple(notes) != self._notes:
+            self._notes = tuple(notes)
+            self.widget.header = urwid.Pile([*notes, self._column_header]) if notes else self._column_header
         if snapshot is None:
             blocks = [(1, READY, (("empty",), [("dim", " waiting for the first poll…")], False))]
         else:

@@ -15,6 +15,7 @@ import urwid
 
 from ipvsman.model import STATE_LABELS, Connection, ConnectionTable, Snapshot, address_sort_key, split_host_port
 from ipvsman.ui.views import View, ViewContext
+from ipvsman.ui.tabletext import table_line
 from ipvsman.ui.widgets import Line, Row, fmt_count, fmt_seconds
 
 # Sort columns in the order `s` steps through them; None keeps the kernel's order.
@@ -270,7 +271,8 @@ class ConnectionsView(View):
         self.listbox = urwid.ListBox(self.walker)
         self.summary = urwid.Text("", wrap="clip")
         self.column_header = urwid.Text("", wrap="clip")
-        head = urwid.Pile([self.summary, urwid.AttrMap(self.column_header, "colhead")])
+        self.table_info = urwid.Text("", wrap="clip")  # the table's age, extent and cost
+        head = urwid.Pile([self.summary, self.table_info, urwid.AttrMap(self.column_header, "colhead")])
         self.widget = urwid.Frame(self.listbox, header=head)
         self.filter = ConnectionFilter.parse("")
         self.sort_column: str | None = None
@@ -299,10 +301,16 @@ class ConnectionsView(View):
     def update(self, snapshot: Snapshot | None, ctx: ViewContext) -> None:
         self.ctx = ctx
         if snapshot is not self.snapshot:
-            same_table = snapshot is not None and self.snapshot is not None and snapshot.state is self.snapshot.state
+            # Tables are read less often than polls (on a budget) and a paused poll repeats its
+            # table: the same table keeps its rows and its time, so countdowns go on.
+            same_table = (
+                snapshot is not None and self.snapshot is not None
+                and snapshot.state.connections is self.snapshot.state.connections
+            )  # fmt: skip
             self.snapshot = snapshot
-            if not same_table:  # a paused poll repeats the table: keep its time, so countdowns go on
-                self.taken_at = snapshot.taken_at if snapshot else 0.0
+            if not same_table:
+                read = snapshot.table.read if snapshot else None
+                self.taken_at = read.finished_at if read else snapshot.taken_at if snapshot else 0.0
                 self._recompute(keep_focus=True)
                 return
         self._draw_heads()
@@ -383,6 +391,8 @@ class ConnectionsView(View):
         sort = self.sort_column or "kernel order"
         summary.add("   sorted by ", None, "dim").add(sort + (" (reversed)" if self.sort_reverse else ""))
         self.summary.set_text(summary.markup)
+        info = table_line(self.snapshot) if self.snapshot is not None else ""
+        self.table_info.set_text([("dim", f" {info}"[: self.width])])
         arrow = "▼" if self.sort_reverse else "▲"
 
         def title(text: str, column: str, width: int = 99) -> str:

@@ -27,7 +27,7 @@ from ipvsman.ui.views import (
     host_label,
     rates_text,
     service_title,
-    state_markup,
+    states_markup,
     weight_markup,
 )
 from ipvsman.ui.widgets import Line, fmt_count, join_lines, short_origin
@@ -39,6 +39,7 @@ class RealServersView(KeyedListView):
     short_title = "Real servers"
     context = "servers"
     filters_drift = True
+    shows_states = True
 
     def __init__(self):
         super().__init__()
@@ -107,7 +108,7 @@ class RealServersView(KeyedListView):
 
     def _server_line(self, address, entries, snapshot, ctx):
         present = [(s, d) for s, d in entries if isinstance(d, Dest)]
-        total = sum(connection_total(self._counts(s, d, snapshot, ctx), (d,)) for s, d in present)
+        total = connection_total(d for _, d in present)
         line = Line(self.width).add(" ").add(host_label(address, ctx.names), 40, "vip")
         services = f"{len(present)} service" + ("s" if len(present) != 1 else "")
         if len(present) != len(entries):
@@ -128,12 +129,15 @@ class RealServersView(KeyedListView):
         first.add(FORWARD_LABELS.get(dest.forward, dest.forward), 7)
         word, attr = dest_state(key, dest, ctx)
         first.add(word, 8, attr)
-        first.add(f"{fmt_count(connection_total(counts, (dest,)))} conns", first.rest(), align=">")
+        total = connection_total((dest,))
+        first.add(f"{fmt_count(total)} conns", first.rest(), align=">")
         second = Line(self.width).add("      ")
-        if counts is None and not ctx.read_connections:
-            second.add(f"active {fmt_count(dest.active_conns)}  inactive {fmt_count(dest.inactive_conns)}")
-        else:
-            second.markup += state_markup(counts)
+        # The kernel's own counts first: exact on every poll; then the table's counts by state.
+        second.add(f"active {fmt_count(dest.active_conns)}  inactive {fmt_count(dest.inactive_conns)}", None, "dim")
+        if dest.persist_conns:
+            second.add(f"  persistent {fmt_count(dest.persist_conns)}", None, "dim")
+        second.gap(3)
+        second.extend(states_markup(counts, total, snapshot))
         third = Line(self.width).add("      ").add(rates_text(dest.rates), None, "dim")
         lines = [first, second, third]
         drifts = ctx.drift.for_dest(key) if ctx.drift is not None else ()

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import time
 
-from ipvsman.model import STATE_LABELS, Snapshot, join_host_port
+from ipvsman.model import STATE_LABELS, Snapshot, Timeouts, daemons_known, join_host_port
 from ipvsman.ui.views import KeyedListView, ViewContext
+from ipvsman.ui.tabletext import budget_words, extent_words, interval_words, read_words
 from ipvsman.ui.widgets import Line, fmt_count
 
 LABEL = 22
@@ -28,6 +29,14 @@ def latest_entry(received) -> str:
     )
 
 
+def unread_reason(snapshot: Snapshot) -> str:
+    """Why the kernel's settings are unknown: the poll's error (nothing read yet), else the backend's
+    first warning (the kernel backend's says that it lacks CAP_NET_ADMIN)."""
+    if snapshot.error:
+        return snapshot.error
+    return snapshot.state.warnings[0] if snapshot.state.warnings else "not read"
+
+
 class SyncView(KeyedListView):
     name = "sync"
     title = "Sync & kernel"
@@ -39,21 +48,32 @@ class SyncView(KeyedListView):
 
     def build(self, snapshot: Snapshot, ctx: ViewContext):
         state = snapshot.state
+        unknown = f"unknown ({unread_reason(snapshot)})"
         yield from self._section("kernel", "Kernel")
-        yield self._field("version", "IPVS version", state.info.version or "unknown")
-        size = state.info.conn_table_size
-        yield self._field("table", "Connection table", f"{fmt_count(size)} buckets" if size else "unknown")
+        info = state.info
+        yield self._field("version", "IPVS version", info.version if info.version is not None else unknown,
+                          None if info.version is not None else "status.warn")  # fmt: skip
+        size = info.conn_table_size
+        yield self._field("table", "Connection table", f"{fmt_count(size)} buckets" if size is not None else unknown,
+                          None if size is not None else "status.warn")  # fmt: skip
         timeouts = state.timeouts
-        yield self._field(
-            "timeouts", "Timeouts", f"tcp {timeouts.tcp}s   tcp-fin {timeouts.tcp_fin}s   udp {timeouts.udp}s"
-        )
+        if timeouts == Timeouts():
+            yield self._field("timeouts", "Timeouts", unknown, "status.warn")
+        else:
+            shown = "   ".join(
+                f"{name} {'unknown' if value is None else f'{value}s'}"
+                for name, value in (("tcp", timeouts.tcp), ("tcp-fin", timeouts.tcp_fin), ("udp", timeouts.udp))
+            )
+            yield self._field("timeouts", "Timeouts", shown, None if timeouts.known else "status.warn")
         sync_version = "unknown" if state.sync_version is None else str(state.sync_version)
         yield self._field("sync_version", "sync_version sysctl", sync_version)
 
         yield from self._section("daemons", "Sync daemons")
-        if not snapshot.daemons:
+        if not daemons_known(state.daemons):
+            yield ("daemon", "unknown"), [("status.warn", f"   {unknown}")], False
+        elif not state.daemons:
             yield ("daemon", "none"), [("dim", "   no sync daemon running")], False
-        for daemon in snapshot.daemons:
+        for daemon in state.daemons:
             text = (
                 f"{daemon.state:<7} interface {daemon.interface}   syncid {daemon.syncid}   "
                 f"group {daemon.group}:{daemon.port}   ttl {daemon.ttl}   maxlen {daemon.maxlen or 'auto'}"
@@ -69,16 +89,23 @@ class SyncView(KeyedListView):
         yield from self._section("poll", "Polling")
         yield self._field("backend", "Backend", f"{snapshot.backend}" + ("" if snapshot.writable else " (read-only)"))
         paused = "   (paused)" if snapshot.paused else ""
-        yield self._field("interval", "Interval", f"{ctx.interval:g} s{paused}")
+        stretched = interval_words(snapshot, ctx.interval)
+        yield self._field("interval", "Interval", f"{ctx.interval:g} s{paused}" + (f"   ({stretched})" if stretched else ""),
+                          "status.warn" if stretched else None)  # fmt: skip
         taken = time.strftime("%H:%M:%S", time.localtime(snapshot.taken_at))
         yield self._field(
             "last", "Last poll", f"#{snapshot.seq} at {taken}, took {snapshot.poll_seconds * 1000:.0f} ms"
         )
-        if state.connections is None:
-            conns = "not read" + (" (--no-connections)" if not ctx.read_connections else "")
+        table = snapshot.table
+        if state.connections is None and table.read is None and not ctx.read_connections:
+            yield self._field("conns", "Connection table", "not read (--no-connections; C reads it)")
         else:
-            conns = f"{fmt_count(len(state.connections))} entries read"
-        yield self._field("conns", "Connection table", conns)
+            yield self._field("conns", "Connection table", read_words(table, snapshot.taken_at))
+            extent = extent_words(table)
+            if extent:
+                estimated = "" if table.current else "   counts by state ~estimated"
+                yield self._field("conns_extent", "", extent + estimated)
+            yield self._field("conns_budget", "", budget_words(table, snapshot.taken_at))
         yield self._field("error", "Poll error", snapshot.error or "none", "error" if snapshot.error else "dim")
         skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(state.skipped.items()) if count)
         yield self._field("skipped", "Skipped", skipped or "nothing", None if skipped else "dim")

@@ -19,6 +19,7 @@ from ipvsman.ui.views import (
     rates_text,
     service_drifts,
     state_markup,
+    states_markup,
     vip_title,
 )
 from ipvsman.ui.widgets import Line, fmt_count, join_lines, short_origin, sparkline
@@ -34,6 +35,7 @@ class VirtualServersView(KeyedListView):
     short_title = "Virtual"
     context = "servers"
     filters_drift = True
+    shows_states = True
 
     def __init__(self):
         super().__init__()
@@ -68,10 +70,7 @@ class VirtualServersView(KeyedListView):
         return f"{configured} {label}" if configured else label
 
     def _vip_line(self, address: str, services: list[Service], snapshot: Snapshot, ctx: ViewContext):
-        total = sum(
-            connection_total(snapshot.service_states.get(s.key) if ctx.read_connections else None, s.dests)
-            for s in services
-        )
+        total = sum(connection_total(s.dests) for s in services if isinstance(s, Service))
         held, held_attr = held_markup(address, ctx)
         line = Line(self.width).add(" ").add(vip_title(address, ctx), 34, "vip").gap(1)
         line.add(held, 36 if self.width >= 100 else 30, held_attr)
@@ -91,17 +90,24 @@ class VirtualServersView(KeyedListView):
         if long_room >= 10:
             first.col(SCHEDULER_NAMES.get(service.scheduler, service.scheduler), min(LONG_SCHED, long_room))
         first.add(persistence, PERSISTENCE, "dim" if service.persistent is None else None)
-        first.add(f"{fmt_count(connection_total(counts, service.dests))} conns", first.rest(), align=">")
+        first.add(f"{fmt_count(connection_total(service.dests))} conns", first.rest(), align=">")
         indent = INDENT + self.label_width
         second = Line(self.width).gap(indent)
-        if counts is None and not ctx.read_connections:
-            second.add("connection table not read (--no-connections)", second.rest(), "dim")
-        else:
-            second.markup += state_markup(counts)
+        second.extend(states_markup(counts, connection_total(service.dests), snapshot))
+        persistent = sum(dest.persist_conns for dest in service.dests)
+        if persistent:
+            second.add("  persistent ", None, "dim").add(fmt_count(persistent))
         third = Line(self.width).gap(indent).add(rates_text(service.rates)).gap(2)
         history = snapshot.service_history.get(key, ())
         third.add(sparkline(history, min(third.rest(), 30)), None, "spark")
-        lines = [first, second, third]
+        lines = [first, second]
+        for group, states in snapshot.ambiguous_states.items():
+            if key in group:
+                # /proc names no firewall mark: these could be this service's or another's.
+                others = " and ".join(f"FWM {other.fwmark}" for other in group)
+                ambiguous = Line(self.width).gap(indent).add(f"ambiguous between {others}: ", None, "dim")
+                lines.append(ambiguous.extend(state_markup(states)))
+        lines.append(third)
         drifts = service_drifts(key, service, ctx.drift)
         if drifts:
             drift = Line(self.width).gap(indent).add(" DRIFT ", None, "drift").gap(1)
