@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ipvsman import __version__
@@ -12,15 +11,21 @@ SUBCOMMANDS = ("resync",)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ipvsman.output import EXIT_CODES_HELP
+
     parser = argparse.ArgumentParser(
         prog="ipvsman",
         description="Terminal dashboard for a Linux IPVS (LVS) director.",
-        epilog="Subcommands: 'ipvsman resync --help' sends the connection table to backup directors.",
+        epilog=EXIT_CODES_HELP
+        + "\n\nSubcommands: 'ipvsman resync --help' sends the connection table to backup directors.",
+        # the exit codes are a table: keep its lines
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ipvsman {__version__}")
     source = parser.add_argument_group("what to watch")
     source.add_argument("--demo", action="store_true", help="watch a simulated director (no kernel needed)")
-    source.add_argument("--seed", type=int, default=1, help="random seed of the demo director (default 1)")
+    # default None, not 1: --seed without --demo is refused, not silently ignored
+    source.add_argument("--seed", type=int, default=None, help="random seed of the demo director (default 1)")
     source.add_argument("--netns", metavar="NAME", help="watch the IPVS of a named network namespace")
     source.add_argument(
         "--interval",
@@ -35,14 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not read the connection table (cheaper on very large tables)",
     )
+    source.add_argument(
+        "--conn-budget",
+        type=number_type("connection budget", 0, 100),
+        default=5.0,
+        metavar="PERCENT",
+        help="share of one CPU that reads of the connection table may take on average; larger tables are "
+        "sampled and their counts by state estimated (default 5; 0: only when asked, with C)",
+    )
     once = parser.add_argument_group("for scripts")
-    once.add_argument("--once", action="store_true", help="print one snapshot as text and exit")
+    once.add_argument(
+        "--once",
+        action="store_true",
+        help="print one snapshot as text and exit; with --keepalived or --topology, the drift against it too",
+    )
     once.add_argument("--json", action="store_true", help="with --once: print JSON")
     once.add_argument(
         "--connections",
         dest="list_connections",
         action="store_true",
         help="with --once: include the connection table",
+    )
+    once.add_argument(
+        "--check-drift",
+        action="store_true",
+        help="with --once and --keepalived or --topology: exit 1 when the kernel differs from the file",
     )
     ui = parser.add_argument_group("dashboard")
     ui.add_argument("--read-only", action="store_true", help="never change the kernel's state")
@@ -52,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--audit-log",
         metavar="PATH",
-        default=default_audit_log(),
-        help="where changes (weights, real servers added or removed) are logged (default %(default)s)",
+        default=None,
+        help=(
+            "where changes (weights, real servers added or removed) are logged, '-' for stderr; a change "
+            f"that cannot be logged is refused (default {default_audit_log()}; with --demo "
+            f"{default_audit_log(demo=True)}: the demo never writes to the system log)"
+        ),
     )
     ui.add_argument("--colors", choices=("16", "256", "mono"), default=None, help="colour depth (default: detect)")
     ui.add_argument("--no-resolve", action="store_true", help="start with numeric addresses and ports")
@@ -62,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keepalived",
         metavar="FILE",
         default=None,
-        help="keepalived.conf for names and drift (default /etc/keepalived/keepalived.conf when present)",
+        help="keepalived.conf for names and drift (default /etc/keepalived/keepalived.conf when present;"
+        " --once reads only a file named here)",
     )
     return parser
 
@@ -92,11 +119,52 @@ def weight_step(text: str) -> int:
     return int(text)
 
 
-def default_audit_log() -> str:
-    if os.geteuid() == 0:
-        return "/var/log/ipvsman-audit.log"
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "ipvsman", "audit.log")
+def default_audit_log(demo: bool = False) -> str:
+    """The audit log without --audit-log: /var/log/ipvsman-audit.log as root, else a per-user file;
+    for the demo always a per-user demo log (the dashboard picks it once it knows the backend)."""
+    from ipvsman.ui.audit import default_path
+
+    return default_path(demo)
+
+
+def contradictory_options(options: argparse.Namespace) -> str | None:
+    """Why the options cannot all be obeyed, in one line; None when they can."""
+    if options.list_connections and not options.connections:
+        return "--connections lists the connection table, --no-connections does not read it: pick one"
+    for flag, given in (("--json", options.json), ("--connections", options.list_connections),
+                        ("--check-drift", options.check_drift)):  # fmt: skip
+        if given and not options.once:
+            return f"{flag} goes with --once"
+    if options.check_drift and not (options.keepalived or options.topology):
+        return "--check-drift needs a file to compare with: --keepalived FILE or --topology FILE"
+    if options.demo and options.netns:
+        return "--demo watches a simulated director, --netns a real one: pick one"
+    if options.seed is not None and not options.demo:
+        return "--seed goes with --demo"
+    return None
+
+
+def run_once(options: argparse.Namespace) -> int:
+    """--once: read the named configuration files (errors on stderr), then print one snapshot."""
+    from ipvsman.output import EXIT_BAD_INPUT, drift_source, print_once, read_configurations
+
+    topology, keepalived, readable = read_configurations(options.topology, options.keepalived)
+    if not readable:
+        return EXIT_BAD_INPUT
+    against = drift_source(topology, keepalived)
+    if options.check_drift and against is None:
+        named = " or ".join(config.path for config in (topology, keepalived) if config is not None)
+        print(f"ipvsman: --check-drift: {named} configures no virtual service to compare with", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return print_once(
+        make_backend(options),
+        as_json=options.json,
+        connections=options.list_connections,
+        read_connections=options.connections,
+        drift_against=against,
+        check_drift=options.check_drift,
+        conn_budget=options.conn_budget,
+    )
 
 
 def make_backend(options: argparse.Namespace):
@@ -104,7 +172,7 @@ def make_backend(options: argparse.Namespace):
     if options.demo:
         from ipvsman.demo import DemoBackend
 
-        return DemoBackend(seed=options.seed)
+        return DemoBackend(seed=1 if options.seed is None else options.seed)
     from ipvsman.kernel.backend import KernelBackend
 
     return KernelBackend(netns=options.netns, read_only=options.read_only)
@@ -116,18 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         from ipvsman.sync.cli import main as resync_main
 
         return resync_main(argv[1:])
-    options = build_parser().parse_args(argv)
-    if options.json and not options.once:
-        build_parser().error("--json goes with --once")
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    contradiction = contradictory_options(options)
+    if contradiction:
+        parser.error(contradiction)  # one line and exit 2, as for any other bad option
     if options.once:
-        from ipvsman.output import print_once
-
-        return print_once(
-            make_backend(options),
-            as_json=options.json,
-            connections=options.list_connections,
-            read_connections=options.connections,
-        )
+        return run_once(options)
     from ipvsman.ui.app import run
 
     return run(options, make_backend(options))

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 from ipvsman.backend import Backend
+from ipvsman.drift import Drift, DriftReport, find_drift
 from ipvsman.model import (
     FORWARD_LABELS,
     SCHEDULER_NAMES,
@@ -21,14 +22,26 @@ from ipvsman.model import (
     Snapshot,
     StateCounts,
     Stats,
+    Timeouts,
+    daemons_known,
     join_host_port,
 )
 from ipvsman.poller import snapshot_once
+from ipvsman.topology import ConfigError, Configuration
 
-# Exit codes of print_once. Every failure to read the director, lack of permission included,
-# is EXIT_FAILED: the message on stderr says which it was.
+# Exit codes of `ipvsman --once`, distinct so that a monitoring system can tell "the director
+# drifted" from "the check itself could not run". `ipvsman --help` lists them.
 EXIT_OK = 0
-EXIT_FAILED = 1
+EXIT_DRIFT = 1  # --check-drift found drift
+EXIT_BAD_INPUT = 2  # argparse's own code for bad options; also a named file that cannot be read
+EXIT_NO_IPVS = 3  # IPVS could not be read: not loaded, no CAP_NET_ADMIN, the poll failed
+
+EXIT_CODES_HELP = f"""\
+exit status of --once:
+  {EXIT_OK}  the snapshot was printed (and, with --check-drift, there is no drift)
+  {EXIT_DRIFT}  --check-drift: the kernel differs from --keepalived / --topology
+  {EXIT_BAD_INPUT}  bad options, or a --keepalived / --topology file cannot be read
+  {EXIT_NO_IPVS}  IPVS cannot be read (ip_vs not loaded, no CAP_NET_ADMIN, poll failed)"""
 
 
 def print_once(
@@ -38,29 +51,45 @@ def print_once(
     stream: IO[str] | None = None,
     read_connections: bool = True,
     error_stream: IO[str] | None = None,
+    drift_against: Configuration | None = None,
+    check_drift: bool = False,
+    conn_budget: float | None = None,
 ) -> int:
-    """Poll `backend` once and print the snapshot; returns the exit code.
+    """Poll `backend` once and print the snapshot; returns the exit code (EXIT_*).
 
     The connection table is read for the counts by state unless `read_connections` is false,
-    and listed only when `connections` is true. A failure prints one line,
-    `ipvsman: <message>`, on `error_stream` (stderr) and returns EXIT_FAILED.
+    and listed only when `connections` is true. With `drift_against`, the drift against that
+    configuration is printed too, and with `check_drift` any drift returns EXIT_DRIFT.
+    A failure to read IPVS, lack of CAP_NET_ADMIN included, prints one line,
+    `ipvsman: <message>`, on `error_stream` (stderr) and returns EXIT_NO_IPVS: an empty
+    service list printed then would read as "this director serves nothing".
     """
     stream = stream if stream is not None else sys.stdout
     error_stream = error_stream if error_stream is not None else sys.stderr
     try:
-        snapshot = snapshot_once(backend, connections=connections or read_connections)
+        # A listing asked for (--connections) reads the whole table; counts by state alone are
+        # read as the dashboard's first read would be: a prefix of a large table (estimates).
+        snapshot = snapshot_once(
+            backend, connections=connections or read_connections, conn_budget=None if connections else conn_budget
+        )
     except Exception as exc:  # a backend that fails in an unforeseen way still gets one line
         print(f"ipvsman: {describe_exception(exc)}", file=error_stream)
-        return EXIT_FAILED
-    if snapshot.error:
-        print(f"ipvsman: {snapshot.error}", file=error_stream)
-        return EXIT_FAILED
+        return EXIT_NO_IPVS
+    failure = snapshot.error or unread_reason(backend, snapshot)
+    if failure:
+        print(f"ipvsman: {failure}", file=error_stream)
+        return EXIT_NO_IPVS
+    drift = find_drift(snapshot, drift_against) if drift_against is not None else None
+    code = EXIT_DRIFT if check_drift and drift else EXIT_OK
     try:
         if as_json:
-            json.dump(snapshot_to_dict(snapshot, connections), stream, indent=2)
+            if _is_terminal(stream):
+                stream.write(json_text(snapshot_to_dict(snapshot, connections, drift), indent=True))
+            else:
+                stream.write(compact_json(snapshot, connections, drift))
             stream.write("\n")
         else:
-            stream.write(snapshot_to_text(snapshot, connections))
+            stream.write(snapshot_to_text(snapshot, connections, drift, drift_against))
         stream.flush()
     except BrokenPipeError:
         # The reader stopped early (`ipvsman --once | head`): not an error of ours. Point
@@ -68,8 +97,136 @@ def print_once(
         if stream is sys.stdout:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
-    return EXIT_OK
+    return code
+
+
+def json_text(document: dict[str, Any], indent: bool) -> str:
+    """Indented for a person at a terminal; compact for a program, which is many times faster
+    (json's C encoder serves no indented output: 10,000 real servers took seconds in the guest)."""
+    return json.dumps(document, indent=2) if indent else json.dumps(document, separators=COMPACT)
+
+
+COMPACT = (",", ":")
+
+# A real server as compact JSON, the same text json.dumps(_dest_dict(...)) gives, made by one
+# %-format: --once --json of 10,000 real servers spent most of its time building and encoding
+# their dicts. Its strings are an address (inet_ntop's spelling) and a forwarding method
+# (FORWARD_LABELS' keys): never anything JSON must escape.
+_DEST_JSON = (
+    '{"address":"%s","port":%d,"forward":"%s","weight":%d,"upper_threshold":%d,"lower_threshold":%d,'
+    '"active_conns":%d,"inactive_conns":%d,"persist_conns":%d,'
+    '"stats":{"conns":%d,"inpkts":%d,"outpkts":%d,"inbytes":%d,"outbytes":%d},'
+    '"rates":{"cps":%d,"inpps":%d,"outpps":%d,"inbps":%d,"outbps":%d},"conn_states":%s}'
+)
+
+
+def compact_json(snapshot: Snapshot, connections: bool, drift: DriftReport | None = None) -> str:
+    """json_text(snapshot_to_dict(...), indent=False), with the real servers written straight to text."""
+    document = snapshot_to_dict(snapshot, connections, drift, dests=False)
+    parts = []
+    for key, value in document.items():
+        text = _services_json(snapshot) if key == "services" else json.dumps(value, separators=COMPACT)
+        parts.append(f"{json.dumps(key)}:{text}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _states_json(counts: StateCounts) -> str:
+    # State names are the kernel's words (TCP_STATES, "UDP", ...): nothing to escape.
+    return "{" + ",".join(['"%s":%d' % (state, counts[state]) for state in _ordered_states(counts)]) + "}"
+
+
+def _services_json(snapshot: Snapshot) -> str:
+    texts = []
+    dest_states = snapshot.dest_states if len(snapshot.dest_states) else None  # len: once, not per dest
+    for service in snapshot.state.services:
+        head = _service_dict(service, snapshot, dests=False)
+        head["dests"] = None
+        dests = []
+        for dest in service.dests:
+            states = dest_states.get(service.dest_key(dest)) if dest_states is not None else None
+            dests.append(_DEST_JSON % (
+                dest.address, dest.port, dest.forward, dest.weight, dest.upper_threshold, dest.lower_threshold,
+                dest.active_conns, dest.inactive_conns, dest.persist_conns, *dest.stats, *dest.rates,
+                _states_json(states) if states else "{}",
+            ))  # fmt: skip
+        text = json.dumps(head, separators=COMPACT)
+        texts.append(text[: -len('"dests":null}')] + '"dests":[' + ",".join(dests) + "]}")
+    return "[" + ",".join(texts) + "]"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def unread_reason(backend: Backend, snapshot: Snapshot) -> str | None:
+    """Why the poll could not ask IPVS anything although it did not fail, or None when it could.
+
+    The kernel backend polls without CAP_NET_ADMIN (for the dashboard's connection table) and
+    says why in read_only_reason, NOT_PERMITTED: "needs CAP_NET_ADMIN: run as root".
+    """
+    if snapshot.state.info.known:
+        return None
+    reason = None if backend.writable else backend.read_only_reason
+    if not reason and snapshot.state.warnings:
+        reason = snapshot.state.warnings[0]
+    return reason or f"the {backend.name} backend returned no IPVS information"
+
+
+# -- configurations (--keepalived, --topology) ---------------------------------------------------
+
+
+def read_configurations(
+    topology_path: str | None, keepalived_path: str | None, error_stream: IO[str] | None = None
+) -> tuple[Configuration | None, Configuration | None, bool]:
+    """Read the files named by --topology and --keepalived, as the dashboard does
+    (ipvsman.ui.config, which imports urwid: too slow to start for a script).
+
+    Every error is printed on `error_stream` (stderr) as `ipvsman: file:line: message`, as the
+    dashboard lists them in view 5. Returns (topology, keepalived, whether every named file
+    could be read).
+    """
+    from ipvsman import keepalived, topology
+
+    error_stream = error_stream if error_stream is not None else sys.stderr
+    found: list[Configuration | None] = []
+    readable = True
+    for path, read in ((topology_path, topology.read_topology), (keepalived_path, keepalived.read_keepalived)):
+        if path is None:
+            found.append(None)
+            continue
+        try:
+            config = read(path)
+        except Exception as exc:  # the parsers report bad input as errors; this is for the unexpected
+            config = Configuration("", path, errors=(ConfigError(path, 0, f"cannot read: {describe_exception(exc)}"),))
+        for error in config.errors:
+            print(f"ipvsman: {config_error_line(error)}", file=error_stream)
+        readable = readable and not cannot_read(config)
+        found.append(config)
+    return found[0], found[1], readable
+
+
+def cannot_read(config: Configuration) -> bool:
+    """Whether the file itself could not be read (an error on its line 0), not one of its lines."""
+    return any(error.line == 0 and error.path == config.path for error in config.errors)
+
+
+def config_error_line(error: ConfigError) -> str:
+    if error.line:
+        return str(error)
+    # "cannot read" errors are about the whole file: no line 0, and the path said once.
+    return error.message if error.path in error.message else f"{error.path}: {error.message}"
+
+
+def drift_source(topology: Configuration | None, keepalived: Configuration | None) -> Configuration | None:
+    """keepalived.conf, else the topology: the dashboard's choice (ui.config.Configurations.drift_source);
+    one that configures no service would call every kernel service extra, so it is skipped."""
+    for config in (keepalived, topology):
+        if config is not None and config.services:
+            return config
+    return None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -80,24 +237,45 @@ def describe_exception(exc: BaseException) -> str:
 # -- JSON ------------------------------------------------------------------------------------------
 
 
-def snapshot_to_dict(snapshot: Snapshot, connections: bool) -> dict[str, Any]:
-    """The snapshot as plain JSON-ready data; the connection table only when `connections`."""
+def snapshot_to_dict(
+    snapshot: Snapshot, connections: bool, drift: DriftReport | None = None, dests: bool = True
+) -> dict[str, Any]:
+    """The snapshot as plain JSON-ready data; the connection table only when `connections`.
+
+    What was not read is null (version, table size, timeouts, daemons), never "" or 0 or [];
+    "drift" is null when no configuration was compared, else the list of differences.
+    """
     state = snapshot.state
     document: dict[str, Any] = {
         "backend": snapshot.backend,
         "taken_at": round(snapshot.taken_at, 3),
         "ipvs": {"version": state.info.version, "conn_table_size": state.info.conn_table_size},
-        "services": [_service_dict(service, snapshot) for service in state.services],
-        "daemons": [_daemon_dict(daemon) for daemon in state.daemons],
+        "services": [_service_dict(service, snapshot, dests) for service in state.services],
+        "daemons": [_daemon_dict(daemon) for daemon in state.daemons] if daemons_known(state.daemons) else None,
         "timeouts": {"tcp": state.timeouts.tcp, "tcp_fin": state.timeouts.tcp_fin, "udp": state.timeouts.udp},
         "sync_version": state.sync_version,
+        "drift": [_drift_dict(item) for item in drift.drifts] if drift is not None else None,
     }
+    document["connection_table"] = _table_dict(snapshot)
     if connections:
         document["connections"] = [_connection_dict(conn) for conn in snapshot.connections]
     document["errors"] = [snapshot.error] if snapshot.error else []
     document["skipped"] = dict(state.skipped)
     document["warnings"] = list(state.warnings)
     return document
+
+
+def _table_dict(snapshot: Snapshot) -> dict[str, Any] | None:
+    """The read behind conn_states: whole or a prefix (then conn_states are scaled estimates)."""
+    read = snapshot.table.read
+    if read is None:
+        return None
+    return {
+        "complete": read.complete,
+        "entries_read": read.entries,
+        "entries_expected": snapshot.table.expected,
+        "conn_states_estimated": not snapshot.table.current,
+    }
 
 
 def _stats_dict(stats: Stats) -> dict[str, int]:
@@ -124,7 +302,7 @@ def _states_dict(counts: StateCounts | None) -> dict[str, int]:
     return {state: counts[state] for state in _ordered_states(counts)} if counts else {}
 
 
-def _service_dict(service: Service, snapshot: Snapshot) -> dict[str, Any]:
+def _service_dict(service: Service, snapshot: Snapshot, dests: bool = True) -> dict[str, Any]:
     key = service.key
     return {
         "af": key.af,
@@ -141,7 +319,7 @@ def _service_dict(service: Service, snapshot: Snapshot) -> dict[str, Any]:
         "stats": _stats_dict(service.stats),
         "rates": _rates_dict(service.rates),
         "conn_states": _states_dict(snapshot.service_states.get(key)),
-        "dests": [_dest_dict(service, dest, snapshot) for dest in service.dests],
+        "dests": [_dest_dict(service, dest, snapshot) for dest in service.dests] if dests else [],
     }
 
 
@@ -172,6 +350,26 @@ def _daemon_dict(daemon: Daemon) -> dict[str, Any]:
         "port": daemon.port,
         "ttl": daemon.ttl,
     }
+
+
+def _drift_dict(drift: Drift) -> dict[str, Any]:
+    return {
+        "kind": drift.kind,
+        "service": str(drift.service),
+        "dest": join_host_port(drift.dest.address, drift.dest.port) if drift.dest else None,
+        "configured": _drift_value(drift.configured),
+        "actual": _drift_value(drift.actual),
+        "origin": drift.origin or None,
+        "note": drift.note or None,
+        "text": str(drift),
+    }
+
+
+def _drift_value(value: object) -> object:
+    # Weights stay numbers; a service key (missing or extra service) and anything else become text.
+    if value is None or isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value
+    return str(value)
 
 
 def _connection_dict(conn: Connection) -> dict[str, Any]:
@@ -216,19 +414,30 @@ DEST_HEADER = (
 )
 
 
-def snapshot_to_text(snapshot: Snapshot, connections: bool) -> str:
-    """The snapshot as text: `ipvsadm -Ln --stats --rate` with more in it, exact numbers."""
+def snapshot_to_text(
+    snapshot: Snapshot, connections: bool, drift: DriftReport | None = None, drift_against: Configuration | None = None
+) -> str:
+    """The snapshot as text: `ipvsadm -Ln --stats --rate` with more in it, exact numbers, and
+    "unknown" for what was not read; then the drift against `drift_against` when given."""
     state = snapshot.state
+    info, timeouts = state.info, state.timeouts
+    timeout_values = (timeouts.tcp, timeouts.tcp_fin, timeouts.udp)
     lines = [
-        f"IP Virtual Server version {state.info.version or '?'} (size={state.info.conn_table_size}), "
+        f"IP Virtual Server version {_or_unknown(info.version)} (size={_or_unknown(info.conn_table_size)}), "
         f"{snapshot.backend} backend",
-        f"Timeouts (tcp tcpfin udp): {state.timeouts.tcp} {state.timeouts.tcp_fin} {state.timeouts.udp}"
+        "Timeouts (tcp tcpfin udp): "
+        + (" ".join(map(_or_unknown, timeout_values)) if timeouts != Timeouts() else "unknown")
         + (f"    sync version {state.sync_version}" if state.sync_version is not None else ""),
     ]
-    if state.daemons:
+    if not daemons_known(state.daemons):
+        lines.append("Sync daemons: unknown")
+    elif state.daemons:
         lines.extend(f"Sync daemon: {_daemon_text(daemon)}" for daemon in state.daemons)
     else:
         lines.append("Sync daemons: none")
+    table = _table_text(snapshot)
+    if table:
+        lines.append(table)
     lines.append("")
     if not state.services:
         lines.append("No virtual services.")
@@ -237,12 +446,39 @@ def snapshot_to_text(snapshot: Snapshot, connections: bool) -> str:
     if connections:
         lines.append("")
         lines.extend(_connections_text(snapshot.connections))
+    if drift is not None:
+        lines.append("")
+        lines.extend(_drift_text(drift, drift_against))
     if state.skipped:
         lines.append("")
         lines.append("Skipped: " + ", ".join(f"{reason} ({count})" for reason, count in state.skipped.items()))
     for warning in state.warnings:
         lines.append(f"Warning: {warning}")
     return "\n".join(lines) + "\n"
+
+
+def _or_unknown(value: object) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _drift_text(drift: DriftReport, against: Configuration | None) -> list[str]:
+    where = f" against {against.path}" if against is not None else ""
+    if not drift:
+        return [f"Drift{where}: none"]
+    count = len(drift)
+    return [f"Drift{where}: {count} difference{'s' if count != 1 else ''}", *(f"  {item}" for item in drift.drifts)]
+
+
+def _table_text(snapshot: Snapshot) -> str:
+    """Where the counts by state come from: the whole table, or a prefix of it scaled (estimates)."""
+    read = snapshot.table.read
+    if read is None:
+        return ""
+    if read.complete:
+        return f"Connection table: all {read.entries:,} entries read"
+    expected = f" of ~{snapshot.table.expected:,}" if snapshot.table.expected else ""
+    return (f"Connection table: first {read.entries:,}{expected} entries read (--conn-budget): counts by state "
+            "are estimates, scaled to the kernel's totals")  # fmt: skip
 
 
 def _daemon_text(daemon: Daemon) -> str:
@@ -383,4 +619,14 @@ def _minutes_seconds(seconds: int) -> str:
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
-__all__ = ["print_once", "snapshot_to_dict", "snapshot_to_text", "EXIT_OK", "EXIT_FAILED"]
+__all__ = [
+    "print_once",
+    "read_configurations",
+    "drift_source",
+    "snapshot_to_dict",
+    "snapshot_to_text",
+    "EXIT_OK",
+    "EXIT_DRIFT",
+    "EXIT_BAD_INPUT",
+    "EXIT_NO_IPVS",
+]

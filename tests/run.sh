@@ -20,10 +20,23 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
 fi
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+PYTHON=python3
+# A system Python that is "externally managed" (PEP 668: Debian 12, Ubuntu 24.04) refuses
+# pip install: the tests then run in a virtual environment of their own, .venv.
+if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    PYTHON="$PWD/.venv/bin/python"
+    export PATH="$PWD/.venv/bin:$PATH"  # vng, installed with the test dependencies
+fi
+
+"$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 
 status=0
-python3 -m pytest "$@" || status=$?
+"$PYTHON" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "ipvsman: pytest collected no tests: that is a failure" >&2
     exit 1

@@ -326,12 +326,24 @@ class DestConfig:
 
 @dataclass(frozen=True, slots=True)
 class IpvsDump:
-    """Everything one round of netlink requests returned."""
+    """Everything one round of netlink requests returned; see unread() for a round that could not run."""
 
     info: model.IpvsInfo
     timeouts: model.Timeouts
     services: tuple[model.Service, ...]
     daemons: tuple[model.Daemon, ...]
+
+    def __post_init__(self):
+        # read_all() gets the info first or raises, so a dump without it asked nothing: its
+        # daemons are unknown even when given as () (as the kernel backend does without
+        # CAP_NET_ADMIN), or view 5 and --once would say "no sync daemon running".
+        if not self.info.known and model.daemons_known(self.daemons):
+            object.__setattr__(self, "daemons", model.UNKNOWN_DAEMONS)
+
+    @classmethod
+    def unread(cls) -> IpvsDump:
+        """The dump of a round that could not run (netlink refused): nothing in it is known."""
+        return cls(model.IpvsInfo(), model.Timeouts(), (), model.UNKNOWN_DAEMONS)
 
 
 class Undecodable(ValueError):

@@ -1,4 +1,4 @@
-"""`ipvsman --once`: the JSON schema of issue 2, the text report, and one-line failures."""
+"""`ipvsman --once`: the JSON schema of issue 2, the text report, unknown values, drift, and one-line failures."""
 
 from __future__ import annotations
 
@@ -13,11 +13,24 @@ from pathlib import Path
 
 import pytest
 
+from ipvsman import model
 from ipvsman.backend import Backend, IpvsUnavailable, NotPermitted
 from ipvsman.demo import DemoBackend
+from ipvsman.drift import EXTRA, MISSING, WEIGHT
+from ipvsman.kernel import netlink
+from ipvsman.kernel.backend import NOT_PERMITTED
 from ipvsman.model import FORWARD_LABELS, RawState, Snapshot
-from ipvsman.output import EXIT_FAILED, EXIT_OK, print_once, snapshot_to_dict
+from ipvsman.output import (
+    EXIT_DRIFT,
+    EXIT_NO_IPVS,
+    EXIT_OK,
+    print_once,
+    read_configurations,
+    snapshot_to_dict,
+    snapshot_to_text,
+)
 from ipvsman.poller import snapshot_once
+from ipvsman.topology import ConfiguredDest, ConfiguredService, Configuration, parse_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,11 +84,21 @@ CONNECTION = {
     "expires": int,
     "origin": (str, type(None)),
 }
+# What was not read is null: the IPVS version and table size, the timeouts, the daemon list.
+DRIFT = {
+    "kind": str,
+    "service": str,
+    "dest": (str, type(None)),
+    "origin": (str, type(None)),
+    "note": (str, type(None)),
+    "text": str,
+}
 DOCUMENT = {
-    "ipvs": {"version": str, "conn_table_size": int},
+    "ipvs": {"version": (str, type(None)), "conn_table_size": (int, type(None))},
     "services": [SERVICE],
-    "daemons": [DAEMON],
-    "timeouts": {"tcp": int, "tcp_fin": int, "udp": int},
+    "daemons": ([DAEMON], type(None)),
+    "timeouts": {"tcp": (int, type(None)), "tcp_fin": (int, type(None)), "udp": (int, type(None))},
+    "drift": ([DRIFT], type(None)),
     "errors": [str],
     "skipped": dict,
     "warnings": [str],
@@ -84,7 +107,13 @@ DOCUMENT = {
 
 def check(value, schema, where="$"):
     """Assert that `value` has every key of `schema` with a value of the right type."""
-    if isinstance(schema, dict):
+    if isinstance(schema, tuple) and any(isinstance(choice, (dict, list)) for choice in schema):
+        # a list or object, or null: e.g. ([DAEMON], None) for daemons that were not read
+        if value is None:
+            assert type(None) in schema, f"{where}: null"
+            return
+        check(value, next(choice for choice in schema if isinstance(choice, (dict, list))), where)
+    elif isinstance(schema, dict):
         assert isinstance(value, dict), where
         for key, inner in schema.items():
             assert key in value, f"{where}.{key} missing"
@@ -123,6 +152,9 @@ def test_json_follows_the_schema():
     assert {s["af"] for s in document["services"]} == {"inet", "inet6"}
     assert any(s["fwmark"] == 10 for s in document["services"])
     assert document["daemons"][0]["state"] == "master"
+    # The demo's kernel settings are known: real values, never null.
+    assert None not in (*document["ipvs"].values(), *document["timeouts"].values())
+    assert document["drift"] is None  # no configuration was compared
 
 
 def test_json_agrees_with_the_snapshot():
@@ -161,10 +193,33 @@ def test_errors_skipped_and_warnings_are_carried():
 
 
 def test_an_empty_director_still_follows_the_schema():
-    snapshot = Snapshot(seq=1, taken_at=0.0, poll_seconds=0.0, backend="kernel", writable=True, state=RawState())
+    state = RawState(info=model.IpvsInfo("1.2.1", 4096), timeouts=model.Timeouts(900, 120, 300), daemons=())
+    snapshot = Snapshot(seq=1, taken_at=0.0, poll_seconds=0.0, backend="kernel", writable=True, state=state)
     document = snapshot_to_dict(snapshot, connections=True)
     check(document, {**DOCUMENT, "connections": [CONNECTION]})
     assert document["services"] == [] and document["connections"] == []
+    assert document["daemons"] == []  # read, and none running: not null
+    assert "Sync daemons: none" in snapshot_to_text(snapshot, connections=False)
+
+
+def test_what_was_not_read_is_null_in_json_and_unknown_in_text():
+    # A state nobody filled in (RawState's defaults) knows nothing of the kernel's settings.
+    snapshot = Snapshot(seq=1, taken_at=0.0, poll_seconds=0.0, backend="kernel", writable=False, state=RawState())
+    document = snapshot_to_dict(snapshot, connections=False)
+    check(document, DOCUMENT)
+    assert document["ipvs"] == {"version": None, "conn_table_size": None}
+    assert document["timeouts"] == {"tcp": None, "tcp_fin": None, "udp": None}
+    assert document["daemons"] is None
+    lines = snapshot_to_text(snapshot, connections=False).splitlines()
+    assert lines[:3] == [
+        "IP Virtual Server version unknown (size=unknown), kernel backend",
+        "Timeouts (tcp tcpfin udp): unknown",
+        "Sync daemons: unknown",
+    ]
+    # One timeout read and two not: each says so for itself.
+    partial = dataclasses.replace(snapshot.state, timeouts=model.Timeouts(tcp=900))
+    text = snapshot_to_text(dataclasses.replace(snapshot, state=partial), connections=False)
+    assert "Timeouts (tcp tcpfin udp): 900 unknown unknown" in text
 
 
 def test_text_report():
@@ -214,6 +269,49 @@ NOT_LOADED = "IPVS is not loaded: modprobe ip_vs"
 NOT_ROOT = "reading IPVS needs root (CAP_NET_ADMIN)"
 
 
+class Unprivileged(Backend):
+    """Polls as the kernel backend does without CAP_NET_ADMIN: an unread netlink dump (built as
+    KernelBackend.poll builds it), the connection table and a warning."""
+
+    name = "kernel"
+    writable = False
+    read_only_reason = NOT_PERMITTED
+
+    def open(self):
+        pass
+
+    def poll(self, connections=True):
+        dump = netlink.IpvsDump(model.IpvsInfo(), model.Timeouts(), (), ())
+        return RawState(
+            info=dump.info,
+            timeouts=dump.timeouts,
+            services=dump.services,
+            daemons=dump.daemons,
+            connections=(),
+            sync_version=1,
+            warnings=(f"{NOT_PERMITTED}: showing only the connection table",),
+        )
+
+    def set_weight(self, dest, weight):
+        raise AssertionError("not called")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_without_cap_net_admin_nothing_is_printed_and_the_exit_is_not_zero(as_json):
+    code, out, err = once(Unprivileged(), as_json=as_json)
+    assert (code, out) == (EXIT_NO_IPVS, "")
+    assert err == "ipvsman: needs CAP_NET_ADMIN: run as root\n"
+
+
+def test_an_unread_netlink_dump_knows_nothing():
+    # The kernel backend builds this dump when netlink is refused: () must not read as "no daemon".
+    dump = netlink.IpvsDump(model.IpvsInfo(), model.Timeouts(), (), ())
+    assert not dump.info.known and not dump.timeouts.known and not model.daemons_known(dump.daemons)
+    assert dump == netlink.IpvsDump.unread()
+    read = netlink.IpvsDump(model.IpvsInfo("1.2.1", 4096), model.Timeouts(900, 120, 300), (), ())
+    assert read.info.known and read.timeouts.known and model.daemons_known(read.daemons) and read.daemons == ()
+
+
 class Failing(Backend):
     name = "kernel"
 
@@ -243,7 +341,7 @@ class Failing(Backend):
 )
 def test_a_failure_is_one_line_on_stderr(backend, message, as_json):
     code, out, err = once(backend, as_json=as_json)
-    assert code == EXIT_FAILED
+    assert code == EXIT_NO_IPVS
     assert out == ""
     assert err == f"ipvsman: {message}\n"
 
@@ -290,3 +388,110 @@ def test_cli_output_cut_short_is_not_an_error():
     proc.stderr.close()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and err == ""
+
+
+# -- drift against a configuration (--keepalived, --topology) ---------------------------------------
+
+
+def configuration_of(services, path="exact.topology") -> Configuration:
+    """A configuration that says exactly what the kernel has: no drift."""
+    configured = tuple(
+        ConfiguredService(
+            service.key,
+            service.scheduler,
+            tuple(ConfiguredDest(dest.address, dest.port, dest.forward, dest.weight) for dest in service.dests),
+            persistent=service.persistent,
+            netmask=service.netmask,
+        )
+        for service in services
+    )
+    return Configuration("topology", path, configured)
+
+
+def once_against(configuration, check_drift, as_json):
+    out, err = io.StringIO(), io.StringIO()
+    code = print_once(DemoBackend(seed=1, tick=1.0), as_json=as_json, connections=False, stream=out,
+                      error_stream=err, drift_against=configuration, check_drift=check_drift)  # fmt: skip
+    assert err.getvalue() == ""
+    return code, out.getvalue()
+
+
+def test_drift_is_listed_and_check_drift_exits_1_only_when_there_is_some():
+    services = snapshot_once(DemoBackend(seed=1, tick=1.0)).services
+    exact = configuration_of(services)
+    code, out = once_against(exact, check_drift=True, as_json=True)
+    assert (code, json.loads(out)["drift"]) == (EXIT_OK, [])
+    code, out = once_against(exact, check_drift=True, as_json=False)
+    assert code == EXIT_OK and "Drift against exact.topology: none" in out.splitlines()
+
+    # One weight changed, one real server more in the configuration, one service less.
+    first, second, *rest = exact.services
+    changed = dataclasses.replace(first.dests[0], weight=first.dests[0].weight + 7)
+    spare = ConfiguredDest("10.99.99.99", first.key.port or 80, "masq", 1)
+    first = dataclasses.replace(first, dests=(changed, *first.dests[1:], spare))
+    drifted = dataclasses.replace(exact, services=(first, *rest))
+    code, out = once_against(drifted, check_drift=True, as_json=True)
+    document = json.loads(out)
+    check(document, DOCUMENT)
+    assert code == EXIT_DRIFT
+    found = {(item["kind"], item["service"], item["dest"]) for item in document["drift"]}
+    assert found == {
+        (WEIGHT, str(first.key), model.join_host_port(changed.address, changed.port)),
+        (MISSING, str(first.key), model.join_host_port(spare.address, spare.port)),
+        (EXTRA, str(second.key), None),
+    }
+    weight = next(item for item in document["drift"] if item["kind"] == WEIGHT)
+    assert (weight["configured"], weight["actual"]) == (changed.weight, changed.weight - 7)
+    # Without --check-drift the same drift is reported and the exit is 0.
+    code, out = once_against(drifted, check_drift=False, as_json=False)
+    lines = out.splitlines()
+    assert code == EXIT_OK
+    heading = lines.index("Drift against exact.topology: 3 differences")
+    assert sorted(lines[heading + 1 : heading + 4]) == sorted(f"  {item['text']}" for item in document["drift"])
+
+
+def test_configuration_errors_go_to_stderr_and_an_unreadable_file_is_bad_input(tmp_path):
+    topology = tmp_path / "director.topology"
+    topology.write_text("Web:t:10.0.0.1:80 [\"web1:10.0.1.1\"] (-m)\nBroken:t:10.0.0.1\n", encoding="utf-8")
+    err = io.StringIO()
+    read_topology, read_keepalived, readable = read_configurations(str(topology), None, err)
+    assert readable and read_keepalived is None and len(read_topology.services) == 1
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ipvsman: {topology}:2: ")
+
+    missing = tmp_path / "missing.conf"
+    err = io.StringIO()
+    _, read_keepalived, readable = read_configurations(str(topology), str(missing), err)
+    assert not readable and read_keepalived.services == ()
+    lines = err.getvalue().splitlines()
+    assert lines[-1] == f"ipvsman: cannot read {missing}: No such file or directory"
+
+
+def test_topology_text_round_trip_agrees_with_drift():
+    # The parser and the exact configuration agree: a topology line for the web service drifts
+    # on nothing but the services it leaves out.
+    services = snapshot_once(DemoBackend(seed=1, tick=1.0)).services
+    web = next(s for s in services if s.key.port == 80 and s.key.protocol == "tcp")
+    dests = ", ".join(f'"w{i}:{d.address}:{d.port} -w{d.weight}"' for i, d in enumerate(web.dests))
+    parsed = parse_topology(f"Web:t:{web.key.address}:80 [{dests}] (-g -s{web.scheduler})", "web.topology")
+    assert not parsed.errors
+    code, out = once_against(parsed, check_drift=True, as_json=True)
+    drift = json.loads(out)["drift"]
+    assert code == EXIT_DRIFT
+    assert {item["kind"] for item in drift} == {EXTRA}
+    assert len(drift) == len(services) - 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 7])
+def test_compact_json_is_exactly_what_json_makes_of_the_dicts(seed):
+    import json
+
+    from ipvsman.demo import DemoBackend
+    from ipvsman.output import compact_json
+    from ipvsman.poller import snapshot_once
+
+    for budget in (None, 0.0):  # states counted, and none (the table not read)
+        snapshot = snapshot_once(DemoBackend(seed=seed, tick=1.0), conn_budget=budget)
+        for connections in (False, True):
+            expected = json.dumps(snapshot_to_dict(snapshot, connections), separators=(",", ":"))
+            assert compact_json(snapshot, connections) == expected
