@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ipvsman import conntable
+from ipvsman import collector, conntable
 from ipvsman.backend import Backend, BackendError
 from ipvsman.model import (
     SKIP_MALFORMED,
@@ -249,7 +249,11 @@ class Poller(threading.Thread):
             while not self._stop_event.is_set():
                 started = time.monotonic()
                 if not self._paused.is_set():
-                    self.on_snapshot(self.poll_once())
+                    # Collected before and frozen after (with the dashboard's Schedule running): a
+                    # full collection then never walks the snapshots (ipvsman.collector).
+                    with collector.building_snapshot():
+                        snapshot = self.poll_once()
+                    self.on_snapshot(snapshot)
                 else:
                     self.on_snapshot(self._paused_snapshot())
                 self._wait_and_run_commands(started)

@@ -3,14 +3,15 @@
 Runs anywhere (no kernel): snapshots come from the demo director (DemoBackend.scaled) through
 the real Poller, and a headless Dashboard (ipvsman.ui.app) renders urwid canvases at 200x60,
 as MainLoop would after each event. Measured per view: the frame after switching to it, after a
-new snapshot, and after navigation keys. Then the same keys while the polling thread is busy in
-a slow, CPU-bound backend (what a large kernel poll is), to show that no key waits for a poll.
+new snapshot, and after navigation keys. Then minutes of use with keys at random moments and a
+snapshot every second, garbage collection included (ipvsman.bench.keys); then the same keys while
+the polling thread is busy in a slow, CPU-bound backend (what a large kernel poll is), to show
+that no key waits for a poll.
 """
 
 from __future__ import annotations
 
 import collections
-import gc
 import queue
 import statistics
 import threading
@@ -52,10 +53,16 @@ class Scene:
         self.dashboard.collector.stop()
 
     def full_collection(self) -> float:
-        """Milliseconds of one scheduled full garbage collection with this scene alive."""
-        started = time.perf_counter()
-        gc.collect()
-        return (time.perf_counter() - started) * 1000
+        """Milliseconds of a full garbage collection with this scene alive, everything thawed first
+        (ipvsman.collector runs one only when the memory in use has grown)."""
+        milliseconds = self.dashboard.collector.collect_all() * 1000
+        self.dashboard.collector.collect_young()  # frozen again, as the next poll would leave it
+        return milliseconds
+
+    def young_collection(self) -> float:
+        """Milliseconds of the collection a poll starts with: what the last snapshot's frame made."""
+        self.new_snapshot()
+        return self.dashboard.collector.collect_young() * 1000
 
     def frame(self) -> float:
         """Milliseconds to render the whole screen."""
@@ -200,7 +207,7 @@ def keys_during_polls(scene: Scene, busy: float, presses: int) -> dict:
 
 
 def run(headline: tuple[int, int, int], service_sizes: list[int], connection_sizes: list[int], busy: float,
-        presses: int, log=print) -> Report:  # fmt: skip
+        presses: int, log=print, keys_seconds: float = 0.0) -> Report:  # fmt: skip
     report = Report()
     services, dests, connections = headline
     started = time.perf_counter()
@@ -218,6 +225,13 @@ def run(headline: tuple[int, int, int], service_sizes: list[int], connection_siz
                                      target=f"< {FRAME_TARGET_MS:g} ms", met=figures["switch"] < FRAME_TARGET_MS))  # fmt: skip
         report.figures.append(Figure("screen", f"{name} view: frame after a new snapshot", figures["snapshot"], "ms",
                                      target=f"< {FRAME_TARGET_MS:g} ms", met=figures["snapshot"] < FRAME_TARGET_MS))  # fmt: skip
+    if keys_seconds > 0:
+        report.figures += keys_in_use(scene, keys_seconds, log)
+    young = statistics.median(scene.young_collection() for _ in range(3))
+    report.figures.append(
+        Figure("screen", f"the young garbage collection before each poll (ipvsman.collector), {scale} (median of 3)",
+               young, "ms", note="in the polling thread; the snapshots are frozen, not walked")  # fmt: skip
+    )
     keys = keys_during_polls(scene, busy, presses)
     log(f"screen: keys during polls: {keys}")
     report.figures.append(
@@ -228,11 +242,12 @@ def run(headline: tuple[int, int, int], service_sizes: list[int], connection_siz
                note=f"max; median {_ms(keys['busy_median'])}, idle median {_ms(keys['idle_median'])}")  # fmt: skip
     )
     collection = scene.full_collection()
-    period = max(scene.dashboard.collector.min_period, collection / 1000 / scene.dashboard.collector.share)
-    log(f"screen: a full garbage collection: {collection:.0f} ms")
+    growth_share = scene.dashboard.collector.growth
+    log(f"screen: garbage collections: young {young:.1f} ms, full {collection:.0f} ms")
     report.figures.append(
         Figure("screen", f"a scheduled full garbage collection (ipvsman.collector), {scale}", collection, "ms",
-               note=f"between frames, not within 1 s of a key; once every {period:.0f} s")  # fmt: skip
+               note=f"only once the memory blocks in use grew by {growth_share:.0%}; between frames, "
+                    "not within 1 s of a key")  # fmt: skip
     )
     report.notes.append(f"screen: views measured at {scale}, {SIZE[0]}x{SIZE[1]}, urwid canvases rendered "
                         "headless (no terminal output); frame = event handling + render")  # fmt: skip
@@ -240,6 +255,33 @@ def run(headline: tuple[int, int, int], service_sizes: list[int], connection_siz
     del scene
     report.growth += growth(dests, service_sizes, connection_sizes, log)
     return report
+
+
+def keys_in_use(scene: Scene, seconds: float, log=print) -> list[Figure]:
+    """Figures of `seconds` of use (ipvsman.bench.keys): key waits with garbage collection, memory, CPU."""
+    from ipvsman.bench import keys as keys_module
+
+    use = keys_module.run(scene, seconds, log=log)
+    span = f"{use['seconds'] / 60:.1f} min" if use["seconds"] >= 60 else f"{use['seconds']:.0f} s"
+    target = keys_module.TARGET_MS
+    return [
+        Figure("screen", f"key to frame over {span} of use, garbage collection included ({use['keys']} keys at "
+               f"random, {use['polls']} snapshots)", use["max"], "ms", target=f"< {target:g} ms",
+               met=at_most(use["max"], target), note=f"max; p99 {_ms(use['p99'])}, median {_ms(use['median'])}, "
+               f"{use['over_target']} over {target:g} ms; load average {use['load']:.1f} at the end"),
+        Figure("screen", "keys: the longest part of a key's wait spent in garbage collection "
+               f"({use['keys_behind_gc']} keys waited for one)", use["gc_in_wait_max"], "ms",
+               target=f"< {target:g} ms", met=at_most(use["gc_in_wait_max"], target)),
+        Figure("screen", f"keys: garbage collections over that use, the longest ({use['collections']} of them)",
+               use["longest_collection"], "ms", note=f"{use['longest_collection_cpu']:.1f} ms of CPU; "
+               f"{use['collection_ms']:.0f} ms in all; counting memory blocks: {use['longest_check']:.1f} ms; "
+               f"{use['leaked']:,} frozen objects were cyclic garbage at the end"),
+        Figure("screen", "keys: CPU of the process over that use (polling thread + loop), share of one CPU",
+               use["cpu_share"] * 100, "%"),
+        Figure("screen", "keys: memory (RSS) growth over the second half of that use", use["rss_growth"], "MB",
+               note=f"RSS {use['rss_first']:.0f} MB before, {use['rss_last']:.0f} MB at the end, "
+               f"{use['frozen_last']:,} objects frozen"),
+    ]  # fmt: skip
 
 
 def _ms(value: float | None) -> str:

@@ -1,7 +1,8 @@
-"""The garbage collector schedule: automatic collection off while a Schedule runs or a pause lasts, and back on after."""
+"""The garbage collector schedule: automatic collection off, what polls build frozen, cycles still freed."""
 
 import gc
 import threading
+import weakref
 
 import pytest
 
@@ -12,6 +13,7 @@ from ipvsman import collector
 def collector_on():
     gc.enable()
     yield
+    gc.unfreeze()
     gc.enable()
 
 
@@ -68,6 +70,81 @@ def test_a_schedule_started_during_a_pause_restores_the_collector_when_both_end(
     assert gc.isenabled()
 
 
+class Node:
+    """Tracked by the collector, and weakly referable so a test can see when it is freed."""
+
+    def __init__(self, other=None):
+        self.other = other
+
+
+def cycles(count: int) -> list[Node]:
+    """`count` pairs of nodes that refer to each other: once dropped, only a collection frees them."""
+    pairs = []
+    for _ in range(count):
+        first = Node()
+        first.other = Node(first)
+        pairs.append(first)
+    return pairs
+
+
+def test_what_a_poll_builds_is_frozen_yet_freed_when_the_next_one_replaces_it():
+    with collector.Schedule():
+        with collector.building_snapshot():
+            snapshot = [Node() for _ in range(1000)]
+        alive = weakref.ref(snapshot[0])
+        unfrozen = gc.get_objects()
+        assert not any(item is snapshot for item in unfrozen)  # no collection walks it again
+        frozen = gc.get_freeze_count()
+        assert frozen >= 1000
+        del unfrozen, snapshot
+        assert alive() is None  # reference counting does not care about freezing
+        assert gc.get_freeze_count() <= frozen - 1000
+
+
+def test_the_frozen_set_stays_the_size_of_what_is_alive_over_many_polls():
+    with collector.Schedule():
+        snapshot = None
+        with collector.building_snapshot():
+            snapshot = [Node() for _ in range(2000)]
+        first = gc.get_freeze_count()
+        for _ in range(50):
+            with collector.building_snapshot():
+                snapshot = [Node() for _ in range(2000)]
+        assert gc.get_freeze_count() < first + 2000  # not 50 snapshots' worth
+        assert len(snapshot) == 2000
+
+
+def test_cycles_made_between_polls_are_collected_before_the_next_poll_freezes_them():
+    with collector.Schedule() as schedule:
+        garbage = cycles(100)
+        gone = weakref.ref(garbage[0])
+        del garbage
+        assert gone() is not None  # the automatic collector is off
+        with collector.building_snapshot():
+            assert gone() is None
+        assert schedule.found >= 200 and schedule.young_collections == 2  # start() and this poll
+
+
+def test_without_a_schedule_a_poll_freezes_and_collects_nothing():
+    garbage = cycles(10)
+    gone = weakref.ref(garbage[0])
+    gc.disable()
+    del garbage
+    with collector.building_snapshot():
+        pass
+    assert gone() is not None and gc.get_freeze_count() == 0
+    gc.collect()
+
+
+def test_stopping_the_schedule_thaws_what_it_froze():
+    schedule = collector.Schedule()
+    with schedule:
+        with collector.building_snapshot():
+            kept = cycles(100)
+        assert gc.get_freeze_count() >= 200
+    assert gc.get_freeze_count() == 0 and len(kept) == 100
+
+
 class Clock:
     def __init__(self):
         self.now = 1000.0
@@ -76,34 +153,34 @@ class Clock:
         return self.now
 
 
-def test_full_collections_come_once_the_period_has_passed_and_find_cycles():
+def checks(schedule: collector.Schedule, clock: Clock, count: int) -> list[float | None]:
+    results = []
+    for _ in range(count):
+        clock.now += schedule.check_period
+        results.append(schedule.collect_if_due())
+    return results
+
+
+def test_frozen_cycles_are_thawed_and_collected_once_the_frozen_floor_has_grown():
     clock = Clock()
-    schedule = collector.Schedule(clock=clock, share=0.002, min_period=60.0)
+    schedule = collector.Schedule(clock=clock, check_period=30.0, window=2, growth=0.1)
     assert schedule.collect_if_due() is None  # not running: never
     with schedule:
-
-        class Node:
-            pass
-
-        for _ in range(100):  # cycles nobody refers to: only a collection frees them
-            first, second = Node(), Node()
-            first.other, second.other = second, first
-        del first, second
-        clock.now += 59.9
-        assert schedule.collect_if_due() is None
-        clock.now += 0.2
-        seconds = schedule.collect_if_due()
-        assert seconds is not None and seconds >= 0
-        assert schedule.collections == 1 and schedule.found >= 200
-        assert schedule.collect_if_due() is None  # the next one is a period away
-
-
-def test_a_slow_collection_stretches_the_period_to_keep_its_share():
-    schedule = collector.Schedule(share=0.002, min_period=60.0)
-    schedule.last_seconds = 0.8  # 10,000 services
-    assert schedule.period == pytest.approx(400.0)
-    schedule.last_seconds = 0.01
-    assert schedule.period == 60.0
+        assert schedule.collect_if_due() is None  # not a period yet
+        checks(schedule, clock, 4)
+        assert schedule.lowest is not None and schedule.collections == 0  # a steady floor: no full collection
+        # Cycles alive when a poll froze them, dropped since: garbage no young collection sees.
+        with collector.building_snapshot():
+            garbage = cycles(max(1000, schedule.lowest // 4))
+        gone = weakref.ref(garbage[0])
+        del garbage
+        checks(schedule, clock, 1)
+        assert schedule.collections == 0  # one high count is not a floor (two snapshots alive, say)
+        checks(schedule, clock, 1)
+        assert schedule.collections == 1 and gone() is None and schedule.last_seconds > 0
+        assert schedule.lowest is None and not schedule.blocks  # counted afresh from here
+        checks(schedule, clock, 4)
+        assert schedule.collections == 1
 
 
 def test_the_dashboard_collects_only_when_no_key_came_within_a_second():
@@ -112,10 +189,11 @@ def test_the_dashboard_collects_only_when_no_key_came_within_a_second():
     from ipvsman.ui.audit import AuditLog
 
     dashboard = Dashboard(headless_options(), audit=AuditLog(None))
-    dashboard.collector = collector.Schedule(clock=Clock(), min_period=0.0)
+    dashboard.collector = collector.Schedule(clock=Clock(), check_period=0.0)
     with dashboard.collector:
         dashboard.top.keypress((100, 30), "down")
         assert dashboard.collect_garbage_if_idle() is None
+        assert not dashboard.collector.blocks  # not even counted
         dashboard._last_key_at -= 1.5
         assert dashboard.collect_garbage_if_idle() is not None
-        assert dashboard.collector.collections == 1
+        assert len(dashboard.collector.blocks) == 1

@@ -1,0 +1,226 @@
+"""Keys over minutes of use: the longest wait from a key to its frame, garbage collection included.
+
+The dashboard's own handlers run as urwid's MainLoop would run them: snapshots come from the
+real Poller's thread (demo director, one a second) through call_from_thread, the dashboard's
+once-a-second tick is an alarm, and keys arrive at random moments (a reader's pauses and a
+scroller's bursts). After each batch of events the screen is rendered headless, as the loop's
+idle handler would draw it. A key's wait runs from the moment it arrived to the end of its
+frame, so it includes whatever the loop was doing then: applying a snapshot, a tick, a garbage
+collection, or sharing the interpreter with the polling thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import itertools
+import os
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+from ipvsman.bench import current_rss_mb
+from ipvsman.poller import Poller
+from ipvsman.ui.keymap import KEYMAP
+
+SIZE = (200, 60)
+TARGET_MS = 50.0
+NAVIGATION = ("down", "down", "down", "page down", "up", "page up", "end", "home")
+
+
+class HeadlessLoop:
+    """What the Dashboard asks of urwid.MainLoop (alarms, call_from_thread), run by `Use`."""
+
+    def __init__(self):
+        self.alarms: list[tuple[float, int, Callable, object]] = []
+        self._numbers = itertools.count()
+        self._removed: set[int] = set()
+        self._calls: list[Callable[[], object]] = []
+        self._calls_lock = threading.Lock()
+        self.wakeup = threading.Event()
+
+    def set_alarm_in(self, seconds: float, callback: Callable, user_data=None):
+        alarm = (time.monotonic() + seconds, next(self._numbers), callback, user_data)
+        heapq.heappush(self.alarms, alarm)
+        return alarm
+
+    def remove_alarm(self, handle) -> bool:
+        self._removed.add(handle[1])
+        return True
+
+    def call_from_thread(self, callback: Callable, *args) -> None:
+        with self._calls_lock:
+            self._calls.append(lambda: callback(*args))
+        self.wakeup.set()
+
+    def next_alarm(self) -> float:
+        while self.alarms and self.alarms[0][1] in self._removed:
+            self._removed.discard(heapq.heappop(self.alarms)[1])
+        return self.alarms[0][0] if self.alarms else float("inf")
+
+    def run_due(self, now: float) -> int:
+        """Thread calls, then due alarms; how many events ran."""
+        with self._calls_lock:
+            calls, self._calls = self._calls, []
+            self.wakeup.clear()
+        for call in calls:
+            call()
+        ran = len(calls)
+        while self.next_alarm() <= now:
+            _, number, callback, user_data = heapq.heappop(self.alarms)
+            callback(self, user_data)
+            ran += 1
+        return ran
+
+
+class Collections:
+    """Every garbage collection while it is on (gc.callbacks): milliseconds, CPU milliseconds, objects found.
+
+    The CPU time is the collecting thread's: on a machine shared with other work it is what the
+    collection itself cost, where the wall time also counts the waits for a CPU.
+    """
+
+    def __init__(self):
+        self.runs: list[tuple[float, float, int]] = []
+        self.spans: list[tuple[float, float]] = []  # time.monotonic() at the start and end of each
+        self._started = (0.0, 0.0)
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = (time.monotonic(), time.thread_time())
+        else:
+            end = time.monotonic()
+            wall, cpu = end - self._started[0], time.thread_time() - self._started[1]
+            self.runs.append((wall * 1000, cpu * 1000, info["collected"]))
+            self.spans.append((self._started[0], end))
+
+    def inside(self, start: float, end: float) -> float:
+        """Milliseconds of collections between `start` and `end`."""
+        return sum(max(0.0, min(end, span[1]) - max(start, span[0])) for span in self.spans) * 1000
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        gc.callbacks.remove(self)
+
+
+class CountingPoller(Poller):
+    """The Poller (whose run() builds each snapshot inside collector.building_snapshot()), counting its polls."""
+
+    polls = 0
+
+    def poll_once(self):
+        self.polls += 1
+        return super().poll_once()
+
+
+def key_sequence(rng: random.Random, views: list[str]):
+    """Navigation mostly, with a view switch now and then, as someone reading the dashboard would press."""
+    view_keys = [KEYMAP.keys_for(f"view.{name}")[0] for name in views]
+    while True:
+        if rng.random() < 0.05:
+            yield rng.choice(view_keys)
+        else:
+            yield rng.choice(NAVIGATION)
+
+
+def key_gaps(rng: random.Random, mean: float):
+    """Seconds between keys: bursts of quick presses (scrolling) between pauses of a few seconds (reading)."""
+    while True:
+        for _ in range(rng.randint(1, 8)):
+            yield rng.uniform(0.05, 0.4)
+        yield rng.expovariate(1 / mean)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=print) -> dict:
+    """Use the scene's dashboard for `seconds`: its figures (waits in ms, collections, memory, CPU)."""
+    from ipvsman.bench.screen import view_names
+
+    dashboard = scene.dashboard
+    loop = HeadlessLoop()
+    dashboard.attach(loop)
+    rng = random.Random(seed)
+    keys = key_sequence(rng, view_names(dashboard))
+    gaps = key_gaps(rng, mean_pause)
+
+    poller = CountingPoller(scene.backend, on_snapshot=dashboard.on_snapshot, interval=1.0)
+    waits: list[float] = []
+    spans: list[tuple[float, float]] = []  # each key's arrival and the end of its frame
+    rss = [current_rss_mb()]
+    cpu_started, started = time.process_time(), time.monotonic()
+    sample_at = started + 30.0
+    rss_half = None  # the last sample of the run's first half
+    with Collections() as collections:
+        poller.start()
+        try:
+            next_key = started + next(gaps)
+            end = started + seconds
+            while (now := time.monotonic()) < end:
+                timeout = min(next_key, loop.next_alarm(), end) - now
+                if timeout > 0:
+                    loop.wakeup.wait(timeout)
+                now = time.monotonic()
+                if loop.run_due(now):
+                    dashboard.top.render(SIZE, focus=True)
+                if now >= next_key:
+                    dashboard.top.keypress(SIZE, next(keys))
+                    dashboard.top.render(SIZE, focus=True)
+                    done = time.monotonic()
+                    waits.append((done - next_key) * 1000)
+                    spans.append((next_key, done))
+                    next_key += next(gaps)
+                if now >= sample_at:
+                    rss.append(current_rss_mb())  # not gc.get_freeze_count(): it walks millions of objects
+                    if now - started < seconds / 2:
+                        rss_half = rss[-1]
+                    sample_at += 30.0
+        finally:
+            poller.stop(timeout=30)
+            dashboard.loop = None
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu_started
+    rss.append(current_rss_mb())
+    frozen = gc.get_freeze_count()
+    # What frozen cycles kept: garbage that only a collection of everything, thawed, finds.
+    gc.unfreeze()
+    leaked = gc.collect()
+    if dashboard.collector.running:
+        dashboard.collector.collect_young()  # frozen again, as it was
+    figures = {
+        "seconds": elapsed,
+        "keys": len(waits),
+        "max": max(waits, default=None),
+        "p99": percentile(waits, 0.99) if waits else None,
+        "median": statistics.median(waits) if waits else None,
+        "over_target": sum(wait > TARGET_MS for wait in waits),
+        "polls": poller.polls,
+        "collections": len(collections.runs),
+        "longest_collection": max((run[0] for run in collections.runs), default=0.0),
+        "longest_collection_cpu": max((run[1] for run in collections.runs), default=0.0),
+        "collection_ms": sum(run[0] for run in collections.runs),
+        "found": sum(run[2] for run in collections.runs),
+        # The part of a key's wait that was garbage collection: on a loaded machine the waits
+        # themselves also count waits for a CPU, this does not.
+        "gc_in_wait_max": max((collections.inside(*span) for span in spans), default=0.0),
+        "keys_behind_gc": sum(collections.inside(*span) > 0 for span in spans),
+        "longest_check": dashboard.collector.check_seconds * 1000,
+        "load": os.getloadavg()[0],
+        "cpu_share": cpu / elapsed,
+        "rss_first": rss[0],
+        "rss_last": rss[-1],
+        "rss_growth": None if rss_half is None else rss[-1] - rss_half,  # over the run's second half
+        "rss_half": rss_half,
+        "frozen_last": frozen,
+        "leaked": leaked,
+    }
+    log(f"keys: {figures}")
+    return figures
