@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-BENCHMARKS = ("poll", "conns", "watch", "screen")
-KERNEL_BENCHMARKS = ("poll", "conns", "watch")
+BENCHMARKS = ("poll", "oneshot", "conns", "watch", "screen")
+KERNEL_BENCHMARKS = ("poll", "oneshot", "conns", "watch")
 
 
 @dataclass

@@ -35,6 +35,9 @@ class Plan:
     pyroute2_runs: int = 2  # at 1,000 services each takes over a minute in the guest
     pyroute2_max_services: int | None = None  # pyroute2-decoded polls only up to this size
     watch_seconds: float = 60.0
+    oneshot_runs: int = 3
+    watch_table_entries: int = 500_000  # watching again with this many synced connections (0: not)
+    watch_table_seconds: float = 300.0
     # Reading /proc/net/ip_vs_conn costs the kernel O(n^2) (it walks its hash table from the
     # start for every 4 KB read): 200,000 entries take minutes in the guest, for ipvsadm too.
     conn_sizes: list[int] = field(default_factory=lambda: [1000, 10_000, 50_000, 200_000])
@@ -45,6 +48,7 @@ class Plan:
     screen_connections: list[int] = field(default_factory=lambda: [1000, 10_000, 100_000, 200_000])
     busy_seconds: float = 1.0
     presses: int = 60
+    keys_seconds: float = 300.0  # of use with keys at random (screen): the issue's 5 minutes
 
 
 def quick_plan() -> Plan:
@@ -54,12 +58,16 @@ def quick_plan() -> Plan:
         pyroute2_runs=1,
         pyroute2_max_services=10,
         watch_seconds=30.0,
+        oneshot_runs=1,
+        watch_table_entries=50_000,
+        watch_table_seconds=30.0,
         conn_sizes=[1000, 50_000],
         conn_runs={1000: 3, 50_000: 2},
         memory_sizes=(50_000,),
         screen_services=[10, 1000],
         screen_connections=[1000, 10_000],
         presses=30,
+        keys_seconds=30.0,
     )
 
 
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ipvsman.bench", description=__doc__.splitlines()[0])
     parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK", help=f"some of: {' '.join(BENCHMARKS)} (default all)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--quick", action="store_true", help="fewer runs and sizes (about 8 minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs and sizes (about 15 minutes)")
     parser.add_argument("--output", metavar="FILE", help="also write the results (as printed) to FILE")
     # Used by the run itself, to hand the kernel part to the guest.
     parser.add_argument("--kernel-part", metavar="JSON", help=argparse.SUPPRESS)
@@ -133,7 +141,7 @@ def screen_part(plan: Plan) -> Report:
     from ipvsman.bench import screen
 
     report = screen.run(plan.screen_headline, plan.screen_services, plan.screen_connections, plan.busy_seconds,
-                        plan.presses, log)  # fmt: skip
+                        plan.presses, log, plan.keys_seconds)  # fmt: skip
     import platform
 
     import urwid
@@ -156,13 +164,13 @@ def run_kernel(kernel: list[str], plan: Plan, quick: bool) -> Report:
     guest.check_guest_tools()
     rwdir = Path(tempfile.mkdtemp(prefix="ipvsman-bench-"))
     messages = None
-    if "conns" in kernel:
+    if "conns" in kernel or "watch" in kernel and plan.watch_table_entries:
         from ipvsman.bench import conns
 
-        log(f"encoding {max(plan.conn_sizes):,} sync entries for the guest (encoding them in it would be slow)")
+        count = message_entries(kernel, plan)
+        log(f"encoding {count:,} sync entries for the guest (encoding them in it would be slow)")
         messages = rwdir / "sync-messages.bin"
-        conns.save_messages(messages, conns.encode_messages(max(plan.conn_sizes), plan.director_services,
-                                                            plan.director_dests))  # fmt: skip
+        conns.save_messages(messages, conns.encode_messages(count, plan.director_services, plan.director_dests))
     results = rwdir / "kernel.json"
     command = (
         f"{shlex.quote(sys.executable)} -m ipvsman.bench --kernel-part {shlex.quote(str(results))}"
@@ -220,24 +228,46 @@ def kernel_part(selected: list[str], plan: Plan, messages_path: Path | None) -> 
         seconds = director.grow(plan.director_services)
         if seconds:
             log(f"director of {plan.director_services} services made in {seconds:.1f} s")
-        if "watch" in selected:
-            from ipvsman.bench import watch
+        if "oneshot" in selected:
+            from ipvsman.bench import oneshot
 
+            report.extend(guarded("oneshot", lambda: oneshot.run(director, plan.oneshot_runs, log)))
+        from ipvsman.bench import watch
+
+        if "watch" in selected:
             report.extend(guarded("watch", lambda: watch.run(director, plan.watch_seconds, log)))
         if "conns" in selected:
-            report.extend(guarded("conns", lambda: conns_part(director, plan, messages_path)))
+            report.extend(guarded("conns", lambda: conns_part(director, plan, messages_path, selected)))
+        if "watch" in selected and plan.watch_table_entries:
+            # After conns: its table grows from 1,000 entries; this one is filled at once.
+            messages = load_or_encode(plan, messages_path, selected)
+            report.extend(guarded("watch", lambda: watch.run_with_table(
+                director, messages, plan.watch_table_entries, plan.watch_table_seconds, log)))  # fmt: skip
     finally:
         director.close()
     return report
 
 
-def conns_part(director, plan: Plan, messages_path: Path | None) -> Report:
+def message_entries(selected: list[str], plan: Plan) -> int:
+    """How many synthetic connections the kernel part sends: the most any of its benchmarks needs."""
+    sizes = list(plan.conn_sizes) if "conns" in selected else []
+    if "watch" in selected and plan.watch_table_entries:
+        sizes.append(plan.watch_table_entries)
+    return max(sizes)
+
+
+def load_or_encode(plan: Plan, messages_path: Path | None, selected: list[str]) -> list:
     from ipvsman.bench import conns
 
     if messages_path is not None:
-        messages = conns.load_messages(messages_path)
-    else:
-        messages = conns.encode_messages(max(plan.conn_sizes), plan.director_services, plan.director_dests)
+        return conns.load_messages(messages_path)
+    return conns.encode_messages(message_entries(selected, plan), plan.director_services, plan.director_dests)
+
+
+def conns_part(director, plan: Plan, messages_path: Path | None, selected: list[str]) -> Report:
+    from ipvsman.bench import conns
+
+    messages = load_or_encode(plan, messages_path, selected)
     return conns.run(director, messages, plan.conn_sizes, plan.conn_runs, set(plan.memory_sizes), log)
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ipvsman import guest
+from ipvsman import conntable, guest
 from ipvsman.bench import Figure, Growth, Report, at_most, median_of
 from ipvsman.bench.director import DEST_PORT, VIP_PORT, Director, Netns, rip, veth_pair, vip
 from ipvsman.bench.watch import terminal_env
@@ -81,7 +81,7 @@ def load_messages(path: Path) -> list[protocol.EncodedMessage]:
 
 
 def _clients() -> set[str]:
-    table, _ = procfs.read_connections(procfs.net_dir())
+    table, _, _ = procfs.read_connections(procfs.net_dir())
     return {conn.client for conn in table}
 
 
@@ -182,10 +182,29 @@ def director_run(argv: list[str], check: bool = True) -> subprocess.CompletedPro
 
 
 def read_and_aggregate(services) -> tuple[int, int]:
-    """What each poll of the dashboard does with the table: read, parse, count per service and server."""
-    table, malformed = procfs.read_connections(procfs.net_dir())
+    """What a whole read of the table costs the dashboard: read, parse, count per service and server."""
+    table, _, malformed = procfs.read_connections(procfs.net_dir())
     service_states, _ = aggregate_connections(services, table)
     return len(table), sum(counts.total for counts in service_states.values())
+
+
+def affordable_prefix(expected: int, percent: float = conntable.DEFAULT_BUDGET, reads: int = 6) -> dict:
+    """The prefix the budget settles on for a table of `expected` entries: the dashboard's own
+    TableBudget, fed with the cost of each real read of this namespace's table, one after another."""
+    budget = conntable.TableBudget(percent)
+    directory = procfs.net_dir()
+    limit, cost, complete, read = None, 0.0, False, 0
+    for _ in range(reads):
+        limit = budget.limit(expected)
+        cpu = time.thread_time()
+        table, complete, _ = procfs.read_connections(directory, False, limit)
+        conntable.routing_counts(table)
+        cost = time.thread_time() - cpu
+        read = len(table)
+        budget.record(read, cost, started=0.0)
+        if complete:
+            break
+    return {"entries": read, "complete": complete, "cpu": cost, "every": budget.wait_for(cost)}
 
 
 def measure_memory(director: Director) -> dict:
@@ -226,6 +245,14 @@ def run(director: Director, messages: list[protocol.EncodedMessage], sizes: list
                 log(f"conns: memory at {parsed} entries: {memory}")
                 memory_growth.add(memory["connections"], ipvsman=memory["peak_mb"] - memory["before_mb"])
             headline = (parsed, counted, ours, theirs, repeat, memory, kernel)
+            prefix = director.worker.call(affordable_prefix, parsed)
+            log(f"conns: at {parsed} entries the {conntable.DEFAULT_BUDGET:g}% budget reads {prefix}")
+            extent = "the whole table" if prefix["complete"] else f"a prefix of {prefix['entries']:,} entries"
+            report.figures.append(
+                Figure("conns", f"table of {parsed:,}: what the {conntable.DEFAULT_BUDGET:g}% budget reads: {extent}, "
+                       f"every {prefix['every']:.0f} s", prefix["cpu"], "CPU s",
+                       note="a read's cost (read + parse + count), settled over 6 reads")
+            )  # fmt: skip
     finally:
         table.close()
     parsed, counted, ours, theirs, repeat, memory, kernel = headline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import time
@@ -144,9 +145,28 @@ def test_the_screen_benchmark_at_a_tiny_size():
     assert "Growth: frame after a new snapshot, by services" in render(report)
 
 
+def test_minutes_of_use_report_the_longest_key_wait_with_garbage_collection_included():
+    scene = screen.Scene(12, 2, 60)
+    try:
+        figures = screen.keys_in_use(scene, 3.0, log=lambda message: None)
+        assert gc.get_freeze_count() > 0  # the schedule still runs, its objects frozen again
+    finally:
+        scene.close()
+    wait, in_collection, collections, cpu, memory = figures
+    assert in_collection.label.startswith("keys: the longest part of a key's wait spent in garbage collection")
+    assert 0 <= in_collection.value <= wait.value
+    assert wait.label.startswith("key to frame over 3 s of use, garbage collection included")
+    assert wait.value is not None and wait.value > 0 and wait.target == "< 50 ms"
+    assert wait.met == (wait.value < 50) and "p99" in wait.note and "median" in wait.note
+    assert collections.value > 0  # the polls' young collections, seen by gc.callbacks
+    assert cpu.unit == "%" and cpu.value > 0
+    assert memory.label.startswith("keys: memory (RSS) growth")
+    assert gc.get_freeze_count() == 0  # the scene's schedule stopped and thawed
+
+
 def test_the_command_line_runs_the_screen_benchmark_and_prints_json(monkeypatch, capsys):
     tiny = bench_main.Plan(screen_headline=(6, 2, 40), screen_services=[3], screen_connections=[20], busy_seconds=0.02,
-                           presses=2)  # fmt: skip
+                           presses=2, keys_seconds=0.0)  # fmt: skip
     monkeypatch.setattr(bench_main, "quick_plan", lambda: tiny)
     assert bench_main.main(["--quick", "--json", "screen"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -158,7 +178,7 @@ def test_an_unknown_benchmark_is_one_clear_line(capsys):
     with pytest.raises(SystemExit):
         bench_main.main(["pol"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("unknown benchmark 'pol': choose from poll, conns, watch, screen")
+    assert err[-1].endswith("unknown benchmark 'pol': choose from poll, oneshot, conns, watch, screen")
 
 
 def test_the_guest_gets_the_kernel_part_and_its_results_come_back(monkeypatch, tmp_path):
@@ -195,3 +215,10 @@ def test_a_process_started_by_a_big_one_reports_its_own_peak_memory():
                            capture_output=True, text=True, check=True)  # fmt: skip
     del ballast
     assert float(child.stdout) < 60 < peak_rss_mb()
+
+
+def test_the_sync_messages_cover_the_largest_table_any_selected_benchmark_fills():
+    plan = bench_main.Plan(conn_sizes=[1000, 200_000], watch_table_entries=500_000)
+    assert bench_main.message_entries(["conns"], plan) == 200_000
+    assert bench_main.message_entries(["conns", "watch"], plan) == 500_000
+    assert bench_main.message_entries(["watch"], bench_main.Plan(watch_table_entries=50_000)) == 50_000
