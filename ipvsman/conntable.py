@@ -141,9 +141,9 @@ class TableReader:
         self.latest_routing: collections.Counter | None = None
         self.last_error: str | None = None
         self._seq = 0
-        self._expected: int | None = None
+        self._expected: int | None = None  # table size by the kernel's counters, as of the newest read
+        self._services: Sequence[Service] | None = None  # of the newest poll; None: unknown
         self._hinted = False  # a poll said what it knows of the table: the first read may begin
-        self._want_pe_data = False
         self._forced = False
         self._reading_since: float | None = None
         self._reading_forced = False
@@ -157,8 +157,9 @@ class TableReader:
         poll could not read the services, so the size is unknown); wakes the thread."""
         with self._wake:
             self._hinted = True
-            self._expected = None if services is None else expected_entries(services)
-            self._want_pe_data = services is not None and any(service.pe_name for service in services)
+            # Only kept: what they say is worked out by the read (in its thread, on its budget),
+            # not by every poll (a walk over every real server).
+            self._services = services
             self._wake.notify()
 
     def request(self) -> None:
@@ -255,12 +256,14 @@ class TableReader:
         )  # fmt: skip
 
     def _read(self, forced: bool) -> TableRead | None:
-        expected = self._expected
-        limit = None if forced else self.budget.limit(expected)
         started, started_mono, cpu = self.clock(), self.monotonic(), self.cpu_clock()
+        services = self._services  # what the newest poll saw; counted here, charged to the read
+        expected = self._expected = None if services is None else expected_entries(services)
+        want_pe_data = services is not None and any(service.pe_name for service in services)
+        limit = None if forced else self.budget.limit(expected)
         self._reading_since, self._reading_forced = started, forced
         try:
-            connections, complete, malformed = self.backend.read_table(limit, self._want_pe_data)
+            connections, complete, malformed = self.backend.read_table(limit, want_pe_data)
             routing = routing_counts(connections)
         except BackendError as exc:
             self.last_error = str(exc)
