@@ -91,12 +91,7 @@ def _table_size() -> int:
     Counting the lines of ip_vs_conn itself would cost as much as the benchmark: the kernel
     walks its connection hash from the start for every 4 KB read() of that file.
     """
-    total = 0
-    for line in procfs.read_text(f"{procfs.net_dir()}/ip_vs").splitlines():
-        fields = line.split()
-        if len(fields) == 6 and fields[0] == "->" and fields[4].isdigit() and fields[5].isdigit():
-            total += int(fields[4]) + int(fields[5])
-    return total
+    return procfs.counted_connections(procfs.read_text(f"{procfs.net_dir()}/ip_vs"))
 
 
 def read_only() -> int:
@@ -207,6 +202,16 @@ def affordable_prefix(expected: int, percent: float = conntable.DEFAULT_BUDGET, 
     return {"entries": read, "complete": complete, "cpu": cost, "every": budget.wait_for(cost)}
 
 
+def prefix_figure(benchmark: str, director: Director, entries: int, log=print) -> Figure:
+    """What the default budget reads of this director's table of `entries`, and at what cost."""
+    prefix = director.worker.call(affordable_prefix, entries)
+    log(f"{benchmark}: at {entries:,} entries the {conntable.DEFAULT_BUDGET:g}% budget reads {prefix}")
+    extent = "the whole table" if prefix["complete"] else f"a prefix of {prefix['entries']:,} entries"
+    return Figure(benchmark, f"table of {entries:,}: what the {conntable.DEFAULT_BUDGET:g}% budget reads: {extent}, "
+                  f"every {prefix['every']:.0f} s", prefix["cpu"], "CPU s",
+                  note="a read's cost (read + parse + count), settled over 6 reads")  # fmt: skip
+
+
 def measure_memory(director: Director) -> dict:
     def probe():
         proc = subprocess.run([sys.executable, "-m", "ipvsman.bench.memory"], capture_output=True, text=True,
@@ -245,14 +250,7 @@ def run(director: Director, messages: list[protocol.EncodedMessage], sizes: list
                 log(f"conns: memory at {parsed} entries: {memory}")
                 memory_growth.add(memory["connections"], ipvsman=memory["peak_mb"] - memory["before_mb"])
             headline = (parsed, counted, ours, theirs, repeat, memory, kernel)
-            prefix = director.worker.call(affordable_prefix, parsed)
-            log(f"conns: at {parsed} entries the {conntable.DEFAULT_BUDGET:g}% budget reads {prefix}")
-            extent = "the whole table" if prefix["complete"] else f"a prefix of {prefix['entries']:,} entries"
-            report.figures.append(
-                Figure("conns", f"table of {parsed:,}: what the {conntable.DEFAULT_BUDGET:g}% budget reads: {extent}, "
-                       f"every {prefix['every']:.0f} s", prefix["cpu"], "CPU s",
-                       note="a read's cost (read + parse + count), settled over 6 reads")
-            )  # fmt: skip
+            report.figures.append(prefix_figure("conns", director, parsed, log))
     finally:
         table.close()
     parsed, counted, ours, theirs, repeat, memory, kernel = headline

@@ -316,12 +316,7 @@ def sync_messages(count: int) -> list[protocol.EncodedMessage]:
 
 def ipvs_table_size() -> int:
     """ActiveConn + InActConn of every real server (/proc/net/ip_vs): cheap, unlike ip_vs_conn."""
-    total = 0
-    for line in procfs.read_text(f"{procfs.net_dir()}/ip_vs").splitlines():
-        fields = line.split()
-        if len(fields) == 6 and fields[0] == "->" and fields[4].isdigit() and fields[5].isdigit():
-            total += int(fields[4]) + int(fields[5])
-    return total
+    return procfs.counted_connections(procfs.read_text(f"{procfs.net_dir()}/ip_vs"))
 
 
 def conntrack_count() -> int:

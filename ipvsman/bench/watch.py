@@ -241,22 +241,14 @@ def per_refresh(watched: dict) -> float | None:
 def run_with_table(director: Director, messages: list, entries: int, seconds: float, log=print) -> Report:
     """Watching a director whose table holds `entries` connections (synced in through a backup
     daemon), against the same listing loop: the table's reads must fit in the dashboard's budget."""
-    from ipvsman.bench.conns import SyncedTable, affordable_prefix
-    from ipvsman.conntable import DEFAULT_BUDGET
+    from ipvsman.bench.conns import SyncedTable, prefix_figure
 
     report = Report()
     table = SyncedTable(director, messages)
     try:
         reached = table.fill(entries, log)
         log(f"watch: table filled to {reached:,} entries")
-        prefix = director.worker.call(affordable_prefix, reached)
-        log(f"watch: at {reached:,} entries the {DEFAULT_BUDGET:g}% budget reads {prefix}")
-        extent = "the whole table" if prefix["complete"] else f"a prefix of {prefix['entries']:,} entries"
-        report.figures.append(
-            Figure("watch", f"table of {reached:,}: what the {DEFAULT_BUDGET:g}% budget reads: {extent}, every "
-                   f"{prefix['every']:.0f} s", prefix["cpu"], "CPU s",
-                   note="a read's cost (read + parse + count), settled over 6 reads")
-        )  # fmt: skip
+        report.figures.append(prefix_figure("watch", director, reached, log))
         ours = watch_ipvsman(director, seconds, log)
         log(f"watch: ipvsman with {reached:,} connections {ours}")
         whole = watch_ipvsadm(director, seconds, whole=True)

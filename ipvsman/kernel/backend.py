@@ -21,8 +21,9 @@ from ipvsman.kernel.fastdecode import FastDecoder
 CAP_NET_ADMIN = 12
 
 NOT_LOADED = "the ip_vs module is not loaded: run 'modprobe ip_vs' as root"
-NOT_PERMITTED = "reading and changing IPVS needs root (CAP_NET_ADMIN)"
+NOT_PERMITTED = "needs CAP_NET_ADMIN: run as root"
 READ_ONLY_OPTION = "started with --read-only"
+SKIP_LISTED_TWICE = "listed twice"  # RawState.skipped: extra copies of a service in one dump
 
 # What a kernel reply that pyroute2 or the decoder cannot make sense of raises.
 GARBLED_REPLY = (NetlinkDecodeError, ValueError, struct.error)
@@ -80,9 +81,12 @@ class KernelBackend(Backend):
         self._decoder = decoder
         self._socket: netlink.IpvsSocket | None = None
         self._home_netns: int | None = None
+        self._netns_id: tuple[int, int] | None = None  # the namespace entered (netns.current())
+        self._following = False  # open with a named namespace: notice it deleted or replaced
         self._thread: int | None = None
         self._netlink_permitted = has_cap_net_admin()
         self._net_dir = "/proc/net"
+        self._table_dir = "/proc/net"  # the polling thread's /proc/net, as seen from any thread
 
     # -- Backend properties ---------------------------------------------------------------------
     @property
@@ -102,12 +106,15 @@ class KernelBackend(Backend):
         self._thread = threading.get_ident()
         if self.netns is not None:
             self._home_netns = enter_netns(self.netns)
+            self._netns_id = netns.current()
         try:
             self._net_dir = procfs.net_dir()
+            self._table_dir = procfs.thread_net_dir()
             self._open_socket()
         except BaseException:
             self.close()
             raise
+        self._following = self.netns is not None
 
     def _open_socket(self) -> None:
         try:
@@ -133,18 +140,54 @@ class KernelBackend(Backend):
             raise BackendError(f"cannot read IPVS: unexpected reply ({exc})") from None
 
     def close(self) -> None:
+        self._following = False
+        self._drop_socket()
+        if self._home_netns is not None and self._thread == threading.get_ident():
+            self._go_home()
+
+    def _drop_socket(self) -> None:
         if self._socket is not None:
             try:
                 self._socket.close()
             except Exception:  # closing must not hide why we close
                 pass
             self._socket = None
-        if self._home_netns is not None and self._thread == threading.get_ident():
-            home, self._home_netns = self._home_netns, None
-            leave_netns(home)
+
+    def _go_home(self) -> None:
+        home, self._home_netns, self._netns_id = self._home_netns, None, None
+        leave_netns(home)
+
+    def _follow_netns(self) -> None:
+        """Notice that the watched namespace was deleted (`ip netns del`) or replaced, and follow.
+
+        A thread inside a deleted namespace keeps it alive, IPVS included, so polls would go on
+        showing a namespace nobody can reach. While the name is gone the thread waits at home;
+        once a namespace has the name again, the thread enters it with a new netlink socket.
+        """
+        try:
+            named = netns.lookup(self.netns)
+        except netns.NetnsError as exc:
+            raise (NotPermitted if exc.denied else BackendError)(str(exc)) from None
+        if named is not None and named == self._netns_id and self._socket is not None:
+            return
+        self._drop_socket()  # it belongs to the namespace being left
+        if self._home_netns is not None:
+            self._go_home()
+        if named is None:
+            raise BackendError(f"network namespace {self.netns} is gone; waiting for it to come back")
+        self._home_netns = enter_netns(self.netns)
+        self._netns_id = netns.current()
+        self._open_socket()
 
     # -- reading --------------------------------------------------------------------------------
     def _opened_socket(self, action: str) -> netlink.IpvsSocket:
+        if self._following and self._thread == threading.get_ident():
+            try:
+                self._follow_netns()
+            except BackendError as exc:
+                if action == "poll":
+                    raise
+                raise type(exc)(f"{action}: {exc}") from None
         if self._socket is None:
             raise BackendError(f"{action}: the kernel backend is not open")
         if self._thread != threading.get_ident():
@@ -169,14 +212,15 @@ class KernelBackend(Backend):
                 raise BackendError(f"reading IPVS failed: unexpected reply ({exc})") from None
         if dump is None:
             warnings.append(f"{NOT_PERMITTED}: showing only the connection table")
-            dump = netlink.IpvsDump(model.IpvsInfo(), model.Timeouts(), (), ())
+            dump = netlink.IpvsDump.unread()
+        services = _unique(dump.services, skipped)
         table = None
         if connections:
-            table = self._read_connections(dump.services, skipped, warnings)
+            table = self._read_connections(services, skipped, warnings)
         return model.RawState(
             info=dump.info,
             timeouts=dump.timeouts,
-            services=dump.services,
+            services=services,
             daemons=dump.daemons,
             connections=table,
             sync_version=procfs.read_sync_version(),
@@ -184,10 +228,21 @@ class KernelBackend(Backend):
             warnings=tuple(warnings),
         )
 
+    def read_table(self, limit: int | None = None, want_pe_data: bool = False):
+        # Any thread: the file is the polling thread's (its namespace), by its task's path.
+        if self.netns is not None and self._home_netns is None:
+            # The polling thread is at home (the namespace is gone, or closed): its table is not ours.
+            raise BackendError(f"cannot read the connection table: network namespace {self.netns} is not entered")
+        try:
+            table, complete, malformed = procfs.read_connections(self._table_dir, want_pe_data, limit)
+        except OSError as exc:
+            raise BackendError(f"cannot read the connection table: {_describe(exc)}") from None
+        return table, complete, malformed
+
     def _read_connections(self, services, skipped, warnings) -> model.ConnectionTable | None:
         want_pe_data = any(service.pe_name for service in services)
         try:
-            table, malformed = procfs.read_connections(self._net_dir, want_pe_data)
+            table, _, malformed = procfs.read_connections(self._net_dir, want_pe_data)
         except OSError as exc:
             warnings.append(f"cannot read the connection table: {_describe(exc)}")
             return None
@@ -257,6 +312,20 @@ class KernelBackend(Backend):
             sock.del_dest(dest.service, af, address, dest.port)
         except (NetlinkError, OSError) as exc:
             raise self._refused(action, exc) from None
+
+
+def _unique(services: tuple[model.Service, ...], skipped: collections.Counter) -> tuple[model.Service, ...]:
+    """One copy of each service; the extra copies are counted in `skipped`.
+
+    The kernel answers a service dump a datagram at a time and resumes each by position in its
+    hash table: services replaced in between (keepalived reloading, ipvsadm -C and -R) shift the
+    positions, and a service can come twice. The later copy is kept, its real servers read later.
+    """
+    by_key = {service.key: service for service in services}
+    if len(by_key) == len(services):
+        return services
+    skipped[SKIP_LISTED_TWICE] += len(services) - len(by_key)
+    return tuple(by_key.values())
 
 
 def _check_weight(action: str, weight) -> None:

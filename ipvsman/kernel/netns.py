@@ -26,6 +26,35 @@ def check_name(name: str) -> str:
     return name
 
 
+NamespaceId = tuple[int, int]  # (st_dev, st_ino) of the nsfs inode: equal ids, same namespace
+
+
+def current() -> NamespaceId:
+    """The id of the network namespace the calling thread is in."""
+    status = os.stat("/proc/thread-self/ns/net")
+    return status.st_dev, status.st_ino
+
+
+def lookup(name: str) -> NamespaceId | None:
+    """The id of the namespace now named `name`, or None when there is none.
+
+    `ip netns add` creates an empty file before it binds the namespace onto it, and `ip netns
+    del` unmounts before it removes the file: a file that is not on nsfs names no namespace yet.
+    """
+    check_name(name)
+    nsfs = os.stat("/proc/thread-self/ns/net").st_dev
+    for directory in NETNS_DIRS:
+        try:
+            status = os.stat(os.path.join(directory, name))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise NetnsError(f"cannot look up network namespace {name!r}: {exc.strerror}",
+                             denied=isinstance(exc, PermissionError)) from None
+        return (status.st_dev, status.st_ino) if status.st_dev == nsfs else None
+    return None
+
+
 def _setns(fd: int) -> None:
     if hasattr(os, "setns"):  # Python 3.12+
         os.setns(fd, CLONE_NEWNET)

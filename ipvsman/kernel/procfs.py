@@ -339,6 +339,17 @@ def read_connections(
     return connections, complete, malformed
 
 
+def counted_connections(ip_vs_text: str) -> int:
+    """ActiveConn + InActConn of every real server in /proc/net/ip_vs's text: the size of the
+    connection table by the kernel's counters (templates aside), without reading ip_vs_conn."""
+    total = 0
+    for line in ip_vs_text.splitlines():
+        fields = line.split()
+        if len(fields) == 6 and fields[0] == "->" and fields[4].isdigit() and fields[5].isdigit():
+            total += int(fields[4]) + int(fields[5])
+    return total
+
+
 def parse_sync_version(text: str) -> int | None:
     text = text.strip()
     return int(text) if text.isascii() and text.isdigit() else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
 import socket
@@ -30,6 +31,9 @@ IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT = 0  # let the kernel fragment a large message, as the master daemon does
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 SEND_RETRIES = 50  # a full send buffer (ENOBUFS, EAGAIN) is retried this many times, 10 ms apart
+SIOCGIFFLAGS = 0x8913
+IFF_UP, IFF_RUNNING = 0x1, 0x40
+IFREQ = struct.Struct("16sH22x")  # struct ifreq with ifr_flags: 40 bytes
 
 
 class SyncConfigError(ValueError):
@@ -208,6 +212,23 @@ class SyncSocket:
                 time.sleep(0.01)
         self._sock.send(data)
 
+    def interface_problem(self) -> str | None:
+        """Why the interface cannot carry messages now, or None when it is up with a link.
+
+        Asked of the socket, so it answers for the socket's namespace. Without a link (cable
+        out, veth peer down) sends still succeed and the messages are silently dropped.
+        """
+        request = IFREQ.pack(self.interface.encode(), 0)
+        try:
+            _, flags = IFREQ.unpack(fcntl.ioctl(self._sock.fileno(), SIOCGIFFLAGS, request))
+        except OSError as exc:
+            return f"interface {self.interface} is gone" if exc.errno == errno.ENODEV else None
+        if not flags & IFF_UP:
+            return f"interface {self.interface} is down"
+        if not flags & IFF_RUNNING:
+            return f"interface {self.interface} has no link"
+        return None
+
     def close(self) -> None:
         self._sock.close()
 
@@ -335,13 +356,22 @@ def send_messages(
     timeline: list[tuple[float, int]] = []
     error = None
     last_progress = started - PROGRESS_INTERVAL
+    # Asked before every message: a few microseconds against a message's worth of waiting.
+    interface_problem = getattr(sock, "interface_problem", lambda: None)
     for message in messages:
         if cancel.is_set() or not bucket.acquire(message.count, cancel.wait):
+            break
+        problem = interface_problem()
+        if problem:
+            error = f"stopped after {sent_connections} of {total_connections} connections: {problem}"
             break
         try:
             sock.send(message.data)
         except OSError as exc:
+            problem = interface_problem()
             error = f"send failed after {sent_connections} connections: {exc.strerror or exc}"
+            if problem:
+                error += f" ({problem})"
             break
         now = clock()
         sent_connections += message.count

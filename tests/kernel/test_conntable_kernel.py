@@ -14,6 +14,7 @@ import time
 import pytest
 
 from ipvsman import conntable, guest
+from ipvsman.kernel import procfs
 from ipvsman.kernel.backend import KernelBackend
 from ipvsman.model import Connection
 from ipvsman.poller import Poller
@@ -44,12 +45,7 @@ def installed(b) -> int:
     /proc/net/ip_vs_conn (whose cost grows with the square of the table) while it fills."""
     out = subprocess.run(["ip", "netns", "exec", b.name, "cat", "/proc/net/ip_vs"], capture_output=True,
                          text=True).stdout  # fmt: skip
-    total = 0
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) == 6 and fields[0] == "->" and fields[4].isdigit() and fields[5].isdigit():
-            total += int(fields[4]) + int(fields[5])
-    return total
+    return procfs.counted_connections(out)
 
 
 def wait_installed(b, count: int, timeout: float = 120.0) -> None:
