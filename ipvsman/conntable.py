@@ -143,7 +143,9 @@ class TableReader:
         self._seq = 0
         self._expected: int | None = None  # table size by the kernel's counters, as of the newest read
         self._services: Sequence[Service] | None = None  # of the newest poll; None: unknown
-        self._hinted = False  # a poll said what it knows of the table: the first read may begin
+        # A poll came since the last read: the thread reads at most once a poll (a table read
+        # more often than the counts it is shown with would be spent for nothing).
+        self._hinted = False
         self._forced = False
         self._reading_since: float | None = None
         self._reading_forced = False
@@ -233,7 +235,7 @@ class TableReader:
                     self._wake.wait(FULL_READ_PERIOD)
 
     def _due_with_hint(self) -> bool:
-        # The first read waits for a poll's hint: the table's size decides how much to read.
+        # A read waits for a poll's hint: the table's size by its counters decides how much to read.
         return self._hinted and self.budget.due(self.monotonic())
 
     def _seconds_to_due(self) -> float | None:
@@ -257,6 +259,7 @@ class TableReader:
 
     def _read(self, forced: bool) -> TableRead | None:
         started, started_mono, cpu = self.clock(), self.monotonic(), self.cpu_clock()
+        self._hinted = False
         services = self._services  # what the newest poll saw; counted here, charged to the read
         expected = self._expected = None if services is None else expected_entries(services)
         want_pe_data = services is not None and any(service.pe_name for service in services)

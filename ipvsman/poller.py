@@ -32,6 +32,7 @@ from ipvsman.threadnames import name_this_thread
 log = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 60  # samples of cps kept per service and real server (a minute at 1 s)
+OPEN_RETRY_FIRST, OPEN_RETRY_MAX = 2.0, 30.0  # seconds between tries to open a backend that failed to
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,10 @@ class Poller(threading.Thread):
         history: int = HISTORY_LENGTH,
         clock: Callable[[], float] = time.time,
         conn_budget: float | None = None,
+        views: bool = True,
     ):
         super().__init__(name="ipvsman-poller", daemon=True)
+        self.views = views  # False (one-shot output): no arrangement or rate history for the views
         self.backend = backend
         self.on_snapshot = on_snapshot
         self.on_result = on_result or (lambda result: None)
@@ -234,20 +237,30 @@ class Poller(threading.Thread):
             self.join(timeout)
 
     # -- the thread ------------------------------------------------------------------------
-    def run(self) -> None:
-        name_this_thread()
+    def _open(self) -> None:
         try:
             self.backend.open()
+            self.open_error = None
         except BackendError as exc:
             self.open_error = str(exc)
         except Exception as exc:  # never let the thread die silently
             log.exception("backend open failed")
             self.open_error = f"cannot open {self.backend.name} backend: {exc}"
-        if self.conn_budget is not None and self.open_error is None:
+        if self.conn_budget is not None and self.open_error is None and not self.table.running:
             self.table.start()
+
+    def run(self) -> None:
+        name_this_thread()
+        self._open()
+        retry_wait, retry_at = OPEN_RETRY_FIRST, time.monotonic() + OPEN_RETRY_FIRST
         try:
             while not self._stop_event.is_set():
                 started = time.monotonic()
+                if self.open_error is not None and started >= retry_at:
+                    # ip_vs loaded later, the named namespace made later: try again, less and less often.
+                    self._open()
+                    retry_wait = min(OPEN_RETRY_MAX, retry_wait * 2)
+                    retry_at = started + retry_wait
                 if not self._paused.is_set():
                     # Collected before and frozen after (with the dashboard's Schedule running): a
                     # full collection then never walks the snapshots (ipvsman.collector).
@@ -322,8 +335,9 @@ class Poller(threading.Thread):
                 self._layout_signature = signature
                 self._layout += 1
                 # Here, not in the UI thread: at 100,000 real servers it takes a good part of a second.
-                self._arrangement = Arrangement(state.services)
-            self._last_histories = self._history.add(state.services, self._layout)
+                self._arrangement = Arrangement(state.services) if self.views else None
+            if self.views:
+                self._last_histories = self._history.add(state.services, self._layout)
             if budgeted:
                 # No services and a warning: netlink was refused (not root), the size is unknown.
                 self.table.hint(None if not state.services and state.warnings else state.services)
@@ -399,7 +413,7 @@ def snapshot_once(backend: Backend, connections: bool = True, conn_budget: float
     With `conn_budget`, the connection table is read as the dashboard's first read would be:
     whole when the kernel counts it small, else a prefix (counts by state then estimated).
     """
-    poller = Poller(backend, on_snapshot=lambda s: None, connections=connections, conn_budget=conn_budget)
+    poller = Poller(backend, on_snapshot=lambda s: None, connections=connections, conn_budget=conn_budget, views=False)
     try:
         backend.open()
     except BackendError as exc:

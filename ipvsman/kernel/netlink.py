@@ -832,7 +832,20 @@ class IpvsSocket(GenericNetlinkSocket):
             if exc.code in VANISHED_ERRORS:
                 return None
             raise
+        if not dests and self._vanished(key):
+            # Linux (6.1) answers a real-server dump of a service deleted meanwhile with an empty
+            # list, not an error: only asking for the service itself tells the two apart.
+            return None
         return sorted((dest for dest in dests if dest is not None), key=dest_order)
+
+    def _vanished(self, key: model.ServiceKey) -> bool:
+        try:
+            self._request(CMD_GET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", service_key_attrs(key))])
+        except NetlinkError as exc:
+            if exc.code in VANISHED_ERRORS:
+                return True
+            raise
+        return False
 
     def read_all(self, skipped: collections.Counter) -> IpvsDump:
         """Info, timeouts, services with their real servers, and daemons."""

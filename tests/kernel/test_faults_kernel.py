@@ -321,3 +321,26 @@ def test_resync_stops_in_one_line_when_the_sync_interface_fails(netns_pair, watc
     print(f"\nsync link {command!r} in {where}: {outcome.message.split('; ')[-1]}; the resync ended "
           f"{stopped_in:.2f} s later ({took()})")
 
+
+
+def test_a_service_deleted_between_its_listing_and_its_real_servers_is_counted_not_shown(netns, monkeypatch):
+    # Linux answers the real-server dump of a deleted service with an empty list: the poll asks
+    # for the service itself before it shows a service with no real servers.
+    netns.run("ipvsadm -A -t 10.7.0.1:80 -s rr && ipvsadm -a -t 10.7.0.1:80 -r 10.7.1.1:80 -m"
+              " && ipvsadm -A -t 10.7.0.2:80 -s rr && ipvsadm -a -t 10.7.0.2:80 -r 10.7.1.2:80 -m")  # fmt: skip
+    real_dests = netlink.IpvsSocket._dests
+
+    def deleting_first(self, key, skipped):
+        if key.address == "10.7.0.2":
+            netns.run("ipvsadm -D -t 10.7.0.2:80")
+        return real_dests(self, key, skipped)
+
+    monkeypatch.setattr(netlink.IpvsSocket, "_dests", deleting_first)
+    backend = KernelBackend(netns=netns.name)
+    backend.open()
+    try:
+        state = backend.poll(connections=False)
+    finally:
+        backend.close()
+    assert [s.key.address for s in state.services] == ["10.7.0.1"]
+    assert state.skipped.get(netlink.SKIP_VANISHED) == 1

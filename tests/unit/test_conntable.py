@@ -295,3 +295,23 @@ def test_once_reads_a_large_table_as_a_prefix_and_says_its_counts_are_estimates(
                conn_budget=5.0)  # fmt: skip
     document = json.loads(listed.getvalue())
     assert document["connection_table"]["complete"] and len(document["connections"]) > conntable.FIRST_FULL
+
+
+def test_the_thread_reads_at_most_once_a_poll_however_cheap_the_read():
+    web = service(tcp("192.0.2.1", 80), dest("10.0.0.1", 80, 1))
+    backend = TableOnly(1, [web])
+    reader = TableReader(backend, TableBudget(100))
+    reader.start()
+    try:
+        reader.hint([web])
+        deadline = time.monotonic() + 10
+        while not backend.limits and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a cheap read is due again at once; no poll came: no read
+        assert len(backend.limits) == 1
+        reader.hint([web])
+        while len(backend.limits) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(backend.limits) == 2
+    finally:
+        reader.stop()

@@ -280,6 +280,20 @@ def test_a_failing_open_in_the_thread_is_reported_not_raised():
         poller.stop()
 
 
+def test_a_backend_that_failed_to_open_is_tried_again_and_polls_begin(monkeypatch):
+    monkeypatch.setattr("ipvsman.poller.OPEN_RETRY_FIRST", 0.05)
+    backend = FlakyBackend(open_failure=IpvsUnavailable("no IPVS in this kernel: modprobe ip_vs"))
+    poller, snapshots, _ = start(backend, interval=0.05)
+    try:
+        first = snapshots.get(timeout=WAIT)
+        assert first.error and backend.polls == 0
+        backend.open_failure = None  # the operator loaded ip_vs
+        good = next_matching(snapshots, lambda s: s.error is None)
+        assert good.services and backend.polls > 0 and backend.opened >= 2
+    finally:
+        poller.stop()
+
+
 @pytest.mark.parametrize("error", [BackendError("boom"), NotPermitted("EPERM: not permitted")])
 def test_poll_errors_of_every_kind_become_messages(error):
     backend = FlakyBackend(failure=error)
