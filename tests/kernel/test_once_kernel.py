@@ -34,20 +34,21 @@ def unprivileged_python():
     """(interpreter, PYTHONPATH) that user nobody can run ipvsman with.
 
     This interpreter may live under /root (pyenv), which nobody cannot enter: then the system's
-    python3 runs instead, with a copy of pyroute2 in a directory everyone may read (the guest's
-    /tmp is writable); ipvsman itself comes from the checkout.
+    python3 runs instead, with copies of pyroute2 and of ipvsman in a directory everyone may
+    read (the guest's /tmp is writable).
     """
     interpreter = sys.executable if world_readable(sys.executable) else "/usr/bin/python3"
     assert world_readable(interpreter), f"no python nobody may run (tried {sys.executable} and {interpreter})"
-    assert world_readable(str(ROOT / "ipvsman" / "__init__.py")), f"nobody cannot read the checkout {ROOT}"
     packages = tempfile.mkdtemp(prefix="ipvsman-nobody-")
     try:
         shutil.copytree(Path(pyroute2.__file__).parent, Path(packages) / "pyroute2")
+        # The checkout too: CI may clone it where nobody cannot enter (under /root).
+        shutil.copytree(ROOT / "ipvsman", Path(packages) / "ipvsman", ignore=shutil.ignore_patterns("__pycache__"))
         for directory, _, files in os.walk(packages):
             os.chmod(directory, 0o755)
             for name in files:
                 os.chmod(os.path.join(directory, name), 0o644)
-        yield interpreter, f"{packages}:{ROOT}"
+        yield interpreter, packages
     finally:
         shutil.rmtree(packages, ignore_errors=True)
 
