@@ -947,6 +947,8 @@ def split_host_port(text: str) -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
         if not sep or not host:
             raise ValueError(f"expected ADDRESS:PORT, got {text!r}")
+        if ":" in host:  # fd00::1:80: fd00::1 port 80, or the address fd00::1:80?
+            raise ValueError(f"{text} is ambiguous: an IPv6 address with a port needs brackets, write [{host}]:{port}")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be 0-65535, got {port!r}")
     import ipaddress

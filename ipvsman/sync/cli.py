@@ -156,10 +156,8 @@ def main(
 
 
 def refuse_unbracketed_ipv6(text: str | None, option: str) -> None:
-    """`fd00::1:80` is fd00::1 port 80 or the address fd00::1:80: refused, naming the bracketed form.
-
-    model.split_host_port takes the last colon as the port's, which reads it as the former.
-    """
+    """`fd00::1:80` is fd00::1 port 80 or the address fd00::1:80: refused, naming the option and the
+    bracketed form (model.split_host_port refuses it too, without the option's name)."""
     if text is None:
         return
     text = text.strip()

@@ -315,3 +315,4 @@ def test_the_thread_reads_at_most_once_a_poll_however_cheap_the_read():
         assert len(backend.limits) == 2
     finally:
         reader.stop()
+
