@@ -23,8 +23,7 @@ from pathlib import Path
 
 from ipvsman import conntable, guest
 from ipvsman.bench import Figure, Growth, Report, at_most, median_of
-from ipvsman.bench.director import DEST_PORT, VIP_PORT, Director, Netns, rip, veth_pair, vip
-from ipvsman.bench.watch import terminal_env
+from ipvsman.bench.director import DEST_PORT, VIP_PORT, Director, Netns, rip, terminal_env, veth_pair, vip
 from ipvsman.kernel import procfs
 from ipvsman.model import Connection
 from ipvsman.poller import aggregate_connections

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ipvsman.kernel.backend import enter_netns, leave_netns
 
@@ -176,3 +177,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def terminal_env() -> dict:
+    """The environment of a measured ipvsman or ipvsadm: a colour terminal, and this checkout importable."""
+    env = dict(os.environ)
+    env["TERM"] = "xterm-256color"
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH", "")]))
+    return env

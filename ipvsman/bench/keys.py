@@ -143,13 +143,12 @@ def percentile(values: list[float], share: float) -> float:
 
 def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=print) -> dict:
     """Use the scene's dashboard for `seconds`: its figures (waits in ms, collections, memory, CPU)."""
-    from ipvsman.bench.screen import view_names
 
     dashboard = scene.dashboard
     loop = HeadlessLoop()
     dashboard.attach(loop)
     rng = random.Random(seed)
-    keys = key_sequence(rng, view_names(dashboard))
+    keys = key_sequence(rng, [view.name for view in dashboard.views])
     gaps = key_gaps(rng, mean_pause)
 
     poller = CountingPoller(scene.backend, on_snapshot=dashboard.on_snapshot, interval=1.0)

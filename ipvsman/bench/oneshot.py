@@ -15,8 +15,7 @@ import sys
 import time
 
 from ipvsman.bench import Figure, Report, at_most
-from ipvsman.bench.director import Director, Netns
-from ipvsman.bench.watch import terminal_env
+from ipvsman.bench.director import Director, Netns, terminal_env
 
 TARGET = 1.5  # the rest of a one-shot against ipvsadm
 

@@ -22,12 +22,11 @@ import tempfile
 import termios
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
 from ipvsman.bench import Figure, Report, at_most
-from ipvsman.bench.director import Director
+from ipvsman.bench.director import Director, terminal_env
 from ipvsman.threadnames import thread_names
 
 COLS, ROWS = 200, 60
@@ -117,14 +116,6 @@ class PtyProcess:
                 self.proc.wait()
         os.close(self.master)
         self.reader.join(timeout=5)
-
-
-def terminal_env() -> dict:
-    env = dict(os.environ)
-    env["TERM"] = "xterm-256color"
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH", "")]))
-    return env
 
 
 def watch_ipvsman(director: Director, seconds: float, log=print) -> dict:
