@@ -278,7 +278,7 @@ class Dashboard:
                 "view.previous": lambda: self.step_view(-1),
                 "poll.pause": self.toggle_pause,
                 "names.toggle": self.toggle_names,
-                "table.read": lambda: self.table_key.request(self.poller, self.snapshot),
+                "table.read": lambda: self.table_key.request(self.poller, self.snapshot, self._confirm_table_read),
                 "drift.toggle": self.toggle_drift_only,
                 "details.show": self.show_details,
                 "details.close": self.close_dialog,
@@ -713,6 +713,11 @@ class Dashboard:
 
     def _submit_remove(self, key: DestKey) -> None:
         self.changes.remove(key)
+
+    def _confirm_table_read(self, title: str, question: str, go: Callable[[], None]) -> None:
+        self._on_dialog_yes = go
+        self._dialog_no_message = "connection table not read"
+        self.open_dialog(ConfirmDialog(title, question))
 
     def confirm_no(self) -> None:
         self.close_dialog(self._dialog_no_message)

@@ -48,7 +48,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("end", "nav.bottom", "global", "Last line"),
     Binding("p", "poll.pause", "global", "Pause or resume polling"),
     Binding("n", "names.toggle", "global", "Show names or numeric addresses"),
-    Binding("C", "table.read", "global", "Read the whole connection table now, outside --conn-budget"),
+    Binding("C", "table.read", "global", "Read the whole connection table now (asks y/n when costly)"),
     Binding("R", "sync.resync", "global", "Resync: send connections to the backups (asks y/n)"),
     Binding("T", "sync.test", "global", "Sync test: check that the backups receive a connection"),
     Binding("?", "help.toggle", "global", "Show or hide this help"),

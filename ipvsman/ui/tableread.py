@@ -8,6 +8,8 @@ from ipvsman.model import Snapshot
 from ipvsman.ui.tabletext import fmt_duration
 from ipvsman.ui.widgets import fmt_count
 
+CONFIRM_SECONDS = 1.0  # a whole read estimated to cost this much CPU or more is asked about first
+
 
 class TableReadKey:
     """Asks the poller for a whole read outside the budget, and reports it in the status bar.
@@ -23,7 +25,9 @@ class TableReadKey:
     def waiting(self) -> bool:
         return self._asked_after is not None
 
-    def request(self, poller, snapshot: Snapshot | None) -> None:
+    def request(self, poller, snapshot: Snapshot | None, confirm: Callable[[str, str, Callable[[], None]], None] | None = None) -> None:
+        """Read now; a read estimated at CONFIRM_SECONDS of CPU or more is first put to the operator
+        through `confirm(title, question, go)` (a y/n dialog), when given."""
         if poller is None or not hasattr(poller, "read_table_now"):
             self.post("reading the connection table: no poller to ask", "warn")
             return
@@ -31,9 +35,6 @@ class TableReadKey:
         if self.waiting or (status is not None and status.reading_forced):
             self.post("the whole connection table is being read already", "warn")
             return
-        read = status.read if status is not None else None
-        self._asked_after = read.seq if read is not None else 0
-        poller.read_table_now()
         cost = "size unknown"
         if status is not None and status.expected is not None:
             cost = f"~{fmt_count(status.expected)} entries"
@@ -42,7 +43,18 @@ class TableReadKey:
                 if status.budget_percent:
                     wait = status.full_estimate / (status.budget_percent / 100)
                     cost += f" (budgeted reads then pause {fmt_duration(wait)})"
-        self.post(f"reading the whole connection table: {cost}", "info", seconds=30.0)
+
+        def go() -> None:
+            read = status.read if status is not None else None
+            self._asked_after = read.seq if read is not None else 0
+            poller.read_table_now()
+            self.post(f"reading the whole connection table: {cost}", "info", seconds=30.0)
+
+        estimate = status.full_estimate if status is not None else None
+        if confirm is not None and estimate is not None and estimate >= CONFIRM_SECONDS:
+            confirm("Read the whole connection table", f"Read it now? {cost[0].upper()}{cost[1:]}, on this director's CPU.", go)
+            return
+        go()
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Report the forced read once a snapshot carries it (or its failure)."""

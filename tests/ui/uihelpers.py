@@ -259,6 +259,9 @@ class FakePoller:
     def submit(self, command):
         self.submitted.append(command)
 
+    def read_table_now(self):
+        self.table_reads = getattr(self, "table_reads", 0) + 1
+
     def pause(self):
         self.paused = True
 
