@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from ipvsman.model import (
     StateCounts,
     TableRead,
     TableStatus,
+    connection_total,
 )
 from ipvsman.threadnames import name_this_thread
 
@@ -136,9 +138,9 @@ class TableReader:
         self.backend = backend
         self.budget = budget
         self.clock, self.monotonic, self.cpu_clock = clock, monotonic, cpu_clock
-        self.latest: TableRead | None = None  # the newest read that succeeded
-        self.latest_connections: Sequence[Connection] | None = None
-        self.latest_routing: collections.Counter | None = None
+        # The newest read that succeeded, its connections and their routing counts, published as
+        # one tuple: a reader in another thread never sees one read's counts with another's seq.
+        self.published: tuple[TableRead, Sequence[Connection], collections.Counter] | None = None
         self.last_error: str | None = None
         self._seq = 0
         self._expected: int | None = None  # table size by the kernel's counters, as of the newest read
@@ -195,6 +197,12 @@ class TableReader:
         )
 
     @property
+    def latest(self) -> TableRead | None:
+        """The newest read that succeeded."""
+        published = self.published
+        return published[0] if published is not None else None
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -247,15 +255,15 @@ class TableReader:
     def adopt(self, connections: Sequence[Connection] | None, started_at: float, seconds: float, expected: int) -> None:
         """A whole table read by a poll (no budget): it becomes the newest read."""
         if connections is None:
-            self.latest = self.latest_connections = self.latest_routing = None
+            self.published = None
             return
         self._seq += 1
         self._expected = expected
-        self.latest_connections, self.latest_routing = connections, routing_counts(connections)
-        self.latest = TableRead(
+        read = TableRead(
             seq=self._seq, complete=True, entries=len(connections), started_at=started_at,
             cpu_seconds=seconds, wall_seconds=seconds, expected=expected,
         )  # fmt: skip
+        self.published = (read, connections, routing_counts(connections))
 
     def _read(self, forced: bool) -> TableRead | None:
         started, started_mono, cpu = self.clock(), self.monotonic(), self.cpu_clock()
@@ -291,15 +299,13 @@ class TableReader:
             malformed=malformed,
             expected=expected,
         )
-        # Published together, as one tuple would be: the polling thread reads latest last.
-        self.latest_connections, self.latest_routing = connections, routing
-        self.latest = read
+        self.published = (read, connections, routing)
         self.last_error = None
         return read
 
 
-_ROUTING_INDEXES = [Connection._fields.index(name) for name in
-                    ("protocol", "virtual", "virtual_port", "dest", "dest_port", "state")]  # fmt: skip
+_ROUTING_FIELDS = operator.itemgetter(*(Connection._fields.index(name) for name in (
+    "protocol", "virtual", "virtual_port", "dest", "dest_port", "state")))  # fmt: skip
 
 
 def routing_counts(connections: Iterable[Connection]) -> collections.Counter:
@@ -307,8 +313,7 @@ def routing_counts(connections: Iterable[Connection]) -> collections.Counter:
     where each is counted, tallied once a read (in C for a ConnectionTable)."""
     if isinstance(connections, ConnectionTable):
         return connections.routing_counts()
-    fields = _ROUTING_INDEXES
-    return collections.Counter(tuple(conn[i] for i in fields) for conn in connections)
+    return collections.Counter(map(_ROUTING_FIELDS, connections))
 
 
 class Placement:
@@ -392,30 +397,33 @@ def scale(counts: Mapping[str, int], total: int) -> dict[str, int]:
     return {state: count for state, count in result.items() if count}
 
 
-def _kernel_total(dests) -> int:
-    return sum(dest.active_conns + dest.inactive_conns for dest in dests)
+class _ServiceIndex:
+    """Services by key, the dict made only when first asked (the views ask for the rows on screen)."""
+
+    def __init__(self, services: Sequence[Service]):
+        self._services = services
+        self._index: dict[ServiceKey, Service] | None = None
+
+    def get(self, key: ServiceKey) -> Service | None:
+        if self._index is None:
+            self._index = {service.key: service for service in self._services}
+        return self._index.get(key)
 
 
 class ScaledServiceStates(Mapping[ServiceKey, StateCounts]):
     """Counts by state per service from a sample or an older read, scaled to each service's exact
     total now (the sum of its real servers' active and inactive counts); made when asked for."""
 
-    def __init__(self, counted: Mapping[ServiceKey, Mapping[str, int]], services: Sequence[Service]):
+    def __init__(self, counted: Mapping[ServiceKey, Mapping[str, int]], services: _ServiceIndex):
         self._counted = counted
         self._services = services
-        self._index: dict[ServiceKey, Service] | None = None
-
-    def _service(self, key: ServiceKey) -> Service | None:
-        if self._index is None:
-            self._index = {service.key: service for service in self._services}
-        return self._index.get(key)
 
     def __getitem__(self, key: ServiceKey) -> StateCounts:
         counted = self._counted[key]  # KeyError: none sampled
-        service = self._service(key)
+        service = self._services.get(key)
         if service is None:
             raise KeyError(key)
-        return StateCounts(scale(counted, _kernel_total(service.dests)), estimated=True)
+        return StateCounts(scale(counted, connection_total(service.dests)), estimated=True)
 
     def __iter__(self) -> Iterator[ServiceKey]:
         return iter(self._counted)
@@ -427,17 +435,17 @@ class ScaledServiceStates(Mapping[ServiceKey, StateCounts]):
 class ScaledDestStates(Mapping[DestKey, StateCounts]):
     """Like ScaledServiceStates, per real server (scaled to its own active + inactive)."""
 
-    def __init__(self, counted: DestStates, services: Sequence[Service]):
+    def __init__(self, counted: DestStates, services: _ServiceIndex):
         self._counted = counted
-        self._services = ScaledServiceStates({}, services)
+        self._services = services
 
     def __getitem__(self, key: DestKey) -> StateCounts:
         counted = self._counted[key]
-        service = self._services._service(key.service)
+        service = self._services.get(key.service)
         dest = service.find_dest(key.address, key.port) if service is not None else None
         if dest is None:
             raise KeyError(key)
-        return StateCounts(scale(counted, dest.active_conns + dest.inactive_conns), estimated=True)
+        return StateCounts(scale(counted, connection_total((dest,))), estimated=True)
 
     def __iter__(self) -> Iterator[DestKey]:
         return iter(self._counted)
@@ -458,4 +466,5 @@ def counts_for_snapshot(placement: Placement, services: Sequence[Service], exact
     }
     if exact:
         return {key: StateCounts(states) for key, states in placement.service_states.items()}, dests, ambiguous
-    return ScaledServiceStates(placement.service_states, services), ScaledDestStates(dests, services), ambiguous
+    index = _ServiceIndex(services)  # one for both: built once, when a row first asks
+    return ScaledServiceStates(placement.service_states, index), ScaledDestStates(dests, index), ambiguous

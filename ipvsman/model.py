@@ -706,6 +706,12 @@ class RawState:
     warnings: tuple[str, ...] = ()
 
 
+def connection_total(dests: Iterable[Dest]) -> int:
+    """The kernel's own active + inactive counts of these real servers: exact on every poll,
+    whatever was read of the connection table (persistence templates aside)."""
+    return sum(dest.active_conns + dest.inactive_conns for dest in dests)
+
+
 @dataclass(frozen=True, slots=True)
 class TableRead:
     """One read of the connection table (whole, or the first `entries` of it) and what it cost.

@@ -25,6 +25,7 @@ from ipvsman.model import (
     ServiceKey,
     Snapshot,
     StateCounts,
+    TableStatus,
     layout_signature,
 )
 from ipvsman.threadnames import name_this_thread
@@ -282,11 +283,9 @@ class Poller(threading.Thread):
         more than half of it, so that polls never run back to back (at most half the time)."""
         return max(self.interval, 2 * poll_seconds)
 
-    def _wait_and_run_commands(self, started: float | None = None) -> None:
-        now = time.monotonic()
-        if started is None:
-            started = now
-        deadline = started + self.period(now - started)
+    def _wait_and_run_commands(self, started: float) -> None:
+        """Until the next poll is due (`started`: when this one began), running queued commands."""
+        deadline = started + self.period(time.monotonic() - started)
         while not self._stop_event.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -345,31 +344,30 @@ class Poller(threading.Thread):
                     self.table.read_if_due()
         seconds = time.monotonic() - started
         taken_at = self.clock()  # once a poll: stepped clocks (screenshots) count the calls
+        if state is not None and not budgeted:
+            self._table_of_poll(state, taken_at, seconds)
+        table = self.table.status(self.interval, taken_at)
         if state is not None:
-            if not budgeted:
-                self._table_of_poll(state, taken_at, seconds)
-            state = self._with_table(state, taken_at)
-            self._last_good = state
+            self._last_good = self._with_table(state, table)
         self._effective_interval = self.period(seconds)
-        return self._snapshot(self._last_good or RawState(), seconds, error, taken_at=taken_at)
+        return self._snapshot(self._last_good or RawState(), seconds, error, taken_at=taken_at, table=table)
 
     def _table_of_poll(self, state: RawState, taken_at: float, seconds: float) -> None:
         """Without a budget the poll read the table itself: it is the newest read."""
         self.table.adopt(state.connections, taken_at - seconds, seconds, conntable.expected_entries(state.services))
 
-    def _with_table(self, state: RawState, now: float) -> RawState:
+    def _with_table(self, state: RawState, status: TableStatus) -> RawState:
         """The poll's state with the newest table read, and its counts placed under this poll's
         services (again only when the read or the set of services changed)."""
-        table = self.table
-        read, connections, routing = table.latest, table.latest_connections, table.latest_routing
-        if read is None or routing is None:
+        published = self.table.published
+        if published is None:
             self._last_aggregates = ({}, {}, {})
             self._placement, self._placed_for = None, None
             return state if state.connections is None else replace(state, connections=None)
+        read, connections, routing = published
         if self._placed_for != (read.seq, self._layout):
             self._placement = conntable.place(state.services, routing)
             self._placed_for = (read.seq, self._layout)
-        status = table.status(self.interval, now)
         factor = (status.expected or read.entries) / read.entries if read.entries and not read.complete else 1.0
         self._last_aggregates = conntable.counts_for_snapshot(self._placement, state.services, status.current, factor)
         skipped = state.skipped
@@ -381,11 +379,19 @@ class Poller(threading.Thread):
         return self._snapshot(self._last_good or RawState(), 0.0, None, paused=True)
 
     def _snapshot(
-        self, state: RawState, seconds: float, error: str | None, paused: bool = False, taken_at: float | None = None
+        self,
+        state: RawState,
+        seconds: float,
+        error: str | None,
+        paused: bool = False,
+        taken_at: float | None = None,
+        table: TableStatus | None = None,
     ) -> Snapshot:
         self._seq += 1
         if taken_at is None:
             taken_at = self.clock()
+        if table is None:
+            table = self.table.status(self.interval, taken_at)
         return Snapshot(
             seq=self._seq,
             taken_at=taken_at,
@@ -402,7 +408,7 @@ class Poller(threading.Thread):
             paused=paused,
             layout=self._layout if self._layout_signature is not None else None,
             arrangement=self._arrangement,
-            table=self.table.status(self.interval, taken_at),
+            table=table,
             interval=self._effective_interval,
         )
 

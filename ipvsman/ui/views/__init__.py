@@ -249,11 +249,6 @@ def weight_markup(key: DestKey, dest: Dest, ctx: ViewContext) -> tuple[str, str 
     return str(dest.weight), None
 
 
-def connection_total(dests: Iterable[Dest]) -> int:
-    """The kernel's own active + inactive counts: exact on every poll, whatever the table."""
-    return sum(dest.active_conns + dest.inactive_conns for dest in dests)
-
-
 def held_markup(address: str, ctx: ViewContext) -> tuple[str, str]:
     """Where a VIP is held: 'held here on eth0 (VRRP VI_1)', 'not held here (VRRP VI_1)'."""
     if not address:

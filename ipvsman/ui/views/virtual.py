@@ -3,7 +3,7 @@ and its services, with a DRIFT line under each service the configuration disagre
 
 from __future__ import annotations
 
-from ipvsman.model import SCHEDULER_NAMES, Service, ServiceKey, Snapshot
+from ipvsman.model import SCHEDULER_NAMES, Service, ServiceKey, Snapshot, connection_total
 from ipvsman.topology import ConfiguredService
 from ipvsman.ui.views import (
     READY,
@@ -11,7 +11,6 @@ from ipvsman.ui.views import (
     RowKind,
     ViewContext,
     VipGroups,
-    connection_total,
     drift_text,
     held_markup,
     labels_key,
