@@ -85,8 +85,7 @@ class KernelBackend(Backend):
         self._following = False  # open with a named namespace: notice it deleted or replaced
         self._thread: int | None = None
         self._netlink_permitted = has_cap_net_admin()
-        self._net_dir = "/proc/net"
-        self._table_dir = "/proc/net"  # the polling thread's /proc/net, as seen from any thread
+        self._net_dir = "/proc/net"  # the polling thread's /proc/net, by a path any thread can read
 
     # -- Backend properties ---------------------------------------------------------------------
     @property
@@ -108,8 +107,7 @@ class KernelBackend(Backend):
             self._home_netns = enter_netns(self.netns)
             self._netns_id = netns.current()
         try:
-            self._net_dir = procfs.net_dir()
-            self._table_dir = procfs.thread_net_dir()
+            self._net_dir = procfs.thread_net_dir()
             self._open_socket()
         except BaseException:
             self.close()
@@ -234,7 +232,7 @@ class KernelBackend(Backend):
             # The polling thread is at home (the namespace is gone, or closed): its table is not ours.
             raise BackendError(f"cannot read the connection table: network namespace {self.netns} is not entered")
         try:
-            table, complete, malformed = procfs.read_connections(self._table_dir, want_pe_data, limit)
+            table, complete, malformed = procfs.read_connections(self._net_dir, want_pe_data, limit)
         except OSError as exc:
             raise BackendError(f"cannot read the connection table: {_describe(exc)}") from None
         return table, complete, malformed
@@ -242,9 +240,9 @@ class KernelBackend(Backend):
     def _read_connections(self, services, skipped, warnings) -> model.ConnectionTable | None:
         want_pe_data = any(service.pe_name for service in services)
         try:
-            table, _, malformed = procfs.read_connections(self._net_dir, want_pe_data)
-        except OSError as exc:
-            warnings.append(f"cannot read the connection table: {_describe(exc)}")
+            table, _, malformed = self.read_table(None, want_pe_data)
+        except BackendError as exc:
+            warnings.append(str(exc))
             return None
         if malformed:
             skipped[procfs.SKIP_MALFORMED] += malformed
