@@ -125,7 +125,7 @@ def compact_json(snapshot: Snapshot, connections: bool, drift: DriftReport | Non
     document = snapshot_to_dict(snapshot, connections, drift, dests=False)
     parts = []
     for key, value in document.items():
-        text = _services_json(snapshot) if key == "services" else json.dumps(value, separators=COMPACT)
+        text = _services_json(value, snapshot) if key == "services" else json.dumps(value, separators=COMPACT)
         parts.append(f"{json.dumps(key)}:{text}")
     return "{" + ",".join(parts) + "}"
 
@@ -135,12 +135,14 @@ def _states_json(counts: StateCounts) -> str:
     return "{" + ",".join(['"%s":%d' % (state, counts[state]) for state in _ordered_states(counts)]) + "}"
 
 
-def _services_json(snapshot: Snapshot) -> str:
+def _services_json(heads: list[dict[str, Any]], snapshot: Snapshot) -> str:
+    """The services' dicts made without real servers (`heads`, in the order of the snapshot's
+    services), each with its real servers written in as text."""
     texts = []
     dest_states = snapshot.dest_states if len(snapshot.dest_states) else None  # len: once, not per dest
-    for service in snapshot.state.services:
-        head = _service_dict(service, snapshot, dests=False)
-        head["dests"] = None
+    for head, service in zip(heads, snapshot.state.services):
+        head = dict(head)
+        del head["dests"]  # the last key: written after the others, as text
         dests = []
         for dest in service.dests:
             states = dest_states.get(service.dest_key(dest)) if dest_states is not None else None
@@ -149,8 +151,7 @@ def _services_json(snapshot: Snapshot) -> str:
                 dest.active_conns, dest.inactive_conns, dest.persist_conns, *dest.stats, *dest.rates,
                 _states_json(states) if states else "{}",
             ))  # fmt: skip
-        text = json.dumps(head, separators=COMPACT)
-        texts.append(text[: -len('"dests":null}')] + '"dests":[' + ",".join(dests) + "]}")
+        texts.append(json.dumps(head, separators=COMPACT)[:-1] + ',"dests":[' + ",".join(dests) + "]}")
     return "[" + ",".join(texts) + "]"
 
 
