@@ -4,7 +4,7 @@ which part of ipvsman (the poller, the table reader, the health watcher) uses th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import threading
 
 PR_SET_NAME = 15
@@ -16,7 +16,8 @@ def name_this_thread() -> None:
     global _libc
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # The process's own symbols, libc's among them: no find_library (which runs ldconfig).
+            _libc = ctypes.CDLL(None, use_errno=True)
         _libc.prctl(PR_SET_NAME, threading.current_thread().name.encode("ascii", "replace")[:15], 0, 0, 0)
     except (OSError, AttributeError):  # not Linux, or no libc to be found: names are a nicety
         pass
@@ -24,8 +25,6 @@ def name_this_thread() -> None:
 
 def thread_names(pid: int) -> dict[int, str]:
     """{thread id: kernel name} of a process, from /proc (for benchmarks that split CPU by thread)."""
-    import os
-
     names = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")

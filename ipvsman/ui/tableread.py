@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ipvsman.model import Snapshot
-from ipvsman.ui.tabletext import fmt_duration
-from ipvsman.ui.widgets import fmt_count
+from ipvsman.ui.widgets import fmt_count, fmt_duration
 
 CONFIRM_SECONDS = 1.0  # a whole read estimated to cost this much CPU or more is asked about first
 

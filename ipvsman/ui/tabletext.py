@@ -5,22 +5,7 @@ from __future__ import annotations
 import time
 
 from ipvsman.model import Snapshot, TableStatus
-from ipvsman.ui.widgets import fmt_count
-
-
-def fmt_duration(seconds: float) -> str:
-    """4.1 ms, 40 ms, 2.9 s, 41 s, 12 min, 3.5 h: the few digits a glance needs."""
-    if seconds < 0.01:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+from ipvsman.ui.widgets import fmt_count, fmt_duration
 
 
 def read_words(status: TableStatus, now: float) -> str:

@@ -49,6 +49,21 @@ def fmt_age(seconds: float) -> str:
     return fmt_seconds(seconds)
 
 
+def fmt_duration(seconds: float) -> str:
+    """A cost or an age as 4.1 ms, 40 ms, 2.9 s, 41 s, 12 min, 3.5 h: the few digits a glance needs."""
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def short_origin(origin: str) -> str:
     """'keepalived.conf:12' for '/etc/keepalived/keepalived.conf:12': the file's name and the line."""
     path, sep, line = origin.rpartition(":")
