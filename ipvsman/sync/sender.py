@@ -34,6 +34,7 @@ SEND_RETRIES = 50  # a full send buffer (ENOBUFS, EAGAIN) is retried this many t
 SIOCGIFFLAGS = 0x8913
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 IFREQ = struct.Struct("16sH22x")  # struct ifreq with ifr_flags: 40 bytes
+DOWN_SETTLE_SECONDS = 0.5  # how long a down interface is watched for being deleted before it is reported down
 
 
 class SyncConfigError(ValueError):
@@ -218,6 +219,19 @@ class SyncSocket:
         Asked of the socket, so it answers for the socket's namespace. Without a link (cable
         out, veth peer down) sends still succeed and the messages are silently dropped.
         """
+        problem = self._interface_flags_problem()
+        if problem and problem.endswith(" is down"):
+            # Deleting an interface takes it down first and unregisters it a moment later:
+            # wait that moment out, so a deleted interface is reported as gone, not as down.
+            deadline = time.monotonic() + DOWN_SETTLE_SECONDS
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                later = self._interface_flags_problem()
+                if later and later.endswith(" is gone"):
+                    return later
+        return problem
+
+    def _interface_flags_problem(self) -> str | None:
         request = IFREQ.pack(self.interface.encode(), 0)
         try:
             _, flags = IFREQ.unpack(fcntl.ioctl(self._sock.fileno(), SIOCGIFFLAGS, request))
