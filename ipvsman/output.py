@@ -120,6 +120,11 @@ _DEST_JSON = (
 )
 
 
+# The same with no counts by state (no table read, or none of its connections here): the common case.
+_DEST_JSON_NO_STATES = _DEST_JSON.replace('"conn_states":%s}', '"conn_states":{}}')
+_COMPACT_ENCODER = json.JSONEncoder(separators=COMPACT)  # json.dumps would make one per service
+
+
 def compact_json(snapshot: Snapshot, connections: bool, drift: DriftReport | None = None) -> str:
     """json_text(snapshot_to_dict(...), indent=False), with the real servers written straight to text."""
     document = snapshot_to_dict(snapshot, connections, drift, dests=False)
@@ -140,18 +145,19 @@ def _services_json(heads: list[dict[str, Any]], snapshot: Snapshot) -> str:
     services), each with its real servers written in as text."""
     texts = []
     dest_states = snapshot.dest_states if len(snapshot.dest_states) else None  # len: once, not per dest
+    encode = _COMPACT_ENCODER.encode
     for head, service in zip(heads, snapshot.state.services):
         head = dict(head)
         del head["dests"]  # the last key: written after the others, as text
-        dests = []
-        for dest in service.dests:
-            states = dest_states.get(service.dest_key(dest)) if dest_states is not None else None
-            dests.append(_DEST_JSON % (
-                dest.address, dest.port, dest.forward, dest.weight, dest.upper_threshold, dest.lower_threshold,
-                dest.active_conns, dest.inactive_conns, dest.persist_conns, *dest.stats, *dest.rates,
-                _states_json(states) if states else "{}",
-            ))  # fmt: skip
-        texts.append(json.dumps(head, separators=COMPACT)[:-1] + ',"dests":[' + ",".join(dests) + "]}")
+        if dest_states is None:
+            # A Dest is a tuple: its first nine fields, then Stats and Rates, are _DEST_JSON's order.
+            dests = [_DEST_JSON_NO_STATES % (*dest[:9], *dest[9], *dest[10]) for dest in service.dests]
+        else:
+            dests = []
+            for dest in service.dests:
+                states = dest_states.get(service.dest_key(dest))
+                dests.append(_DEST_JSON % (*dest[:9], *dest[9], *dest[10], _states_json(states) if states else "{}"))
+        texts.append(encode(head)[:-1] + ',"dests":[' + ",".join(dests) + "]}")
     return "[" + ",".join(texts) + "]"
 
 

@@ -20,6 +20,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ipvsman.bench import current_rss_mb
 from ipvsman.poller import Poller
@@ -27,6 +28,7 @@ from ipvsman.ui.keymap import KEYMAP
 
 SIZE = (200, 60)
 TARGET_MS = 50.0
+SLOW_KEPT = 5  # the longest waits taken apart in the figures
 NAVIGATION = ("down", "down", "down", "page down", "up", "page up", "end", "home")
 
 
@@ -118,6 +120,66 @@ class CountingPoller(Poller):
         return super().poll_once()
 
 
+@dataclass(frozen=True)
+class CpuClocks:
+    """The loop thread's and the polling thread's CPU seconds at one moment."""
+
+    at: float
+    loop: float
+    poller: float | None
+
+    @classmethod
+    def take(cls, poller: Poller) -> CpuClocks:
+        try:
+            polling = time.clock_gettime(time.pthread_getcpuclockid(poller.ident)) if poller.ident else None
+        except (OSError, OverflowError):  # the thread has ended
+            polling = None
+        return cls(time.monotonic(), time.thread_time(), polling)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One key's wait taken apart: how late the loop turned to it, what it ran first, and whose CPU it was.
+
+    Two spans: from the end of the loop's previous turn (when it went idle) to the start of the
+    turn that read the key, and that turn itself, up to the key's frame. When the threads' CPU in
+    a span falls well short of its wall time, the process waited for a CPU (the machine's load);
+    when it adds up, the wait was ipvsman's own work.
+    """
+
+    key: str
+    view: str
+    wait: float  # ms from the key's arrival to the end of its frame
+    late: float  # ms from the key's arrival to the turn that read it
+    idle: tuple[float, float | None]  # the span before that turn: wall ms, polling thread CPU ms
+    events: tuple[int, float]  # thread calls and alarms that turn ran before the key, and their ms (with their frame)
+    turn: tuple[float, float, float | None]  # the turn: wall ms, loop thread CPU ms, polling thread CPU ms
+    window: tuple[float, float]  # the key's arrival and the end of its frame (time.monotonic)
+
+    @classmethod
+    def of(cls, key: str, view: str, arrived: float, idle: CpuClocks, turn: CpuClocks, events: tuple[int, float],
+           poller: Poller) -> Wait:  # fmt: skip
+        done = CpuClocks.take(poller)
+
+        def polling(start: CpuClocks, end: CpuClocks) -> float | None:
+            return None if start.poller is None or end.poller is None else (end.poller - start.poller) * 1000
+
+        return cls(key, view, (done.at - arrived) * 1000, (turn.at - arrived) * 1000,
+                   ((turn.at - idle.at) * 1000, polling(idle, turn)), (events[0], events[1] * 1000),
+                   ((done.at - turn.at) * 1000, (done.loop - turn.loop) * 1000, polling(turn, done)),
+                   (arrived, done.at))  # fmt: skip
+
+    def describe(self, collections: Collections) -> str:
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0f}"
+
+        return (f"{self.wait:.0f} ms for {self.key!r} in the {self.view} view: read by a turn that began "
+                f"{self.late:.0f} ms after it (idle before {ms(self.idle[0])} ms, polling thread CPU {ms(self.idle[1])} ms); "
+                f"the turn ran {self.events[0]} events for {self.events[1]:.0f} ms first, and took {ms(self.turn[0])} ms "
+                f"(loop CPU {ms(self.turn[1])} ms, polling thread CPU {ms(self.turn[2])} ms); "
+                f"garbage collection in the wait {collections.inside(*self.window):.0f} ms")
+
+
 def key_sequence(rng: random.Random, views: list[str]):
     """Navigation mostly, with a view switch now and then, as someone reading the dashboard would press."""
     view_keys = [KEYMAP.keys_for(f"view.{name}")[0] for name in views]
@@ -158,8 +220,10 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
     cpu_started, started = time.process_time(), time.monotonic()
     sample_at = started + 30.0
     rss_half = None  # the last sample of the run's first half
+    slow: list[Wait] = []  # the longest waits, longest first
     with Collections() as collections:
         poller.start()
+        idle = CpuClocks.take(poller)
         try:
             next_key = started + next(gaps)
             end = started + seconds
@@ -167,16 +231,26 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
                 timeout = min(next_key, loop.next_alarm(), end) - now
                 if timeout > 0:
                     loop.wakeup.wait(timeout)
-                now = time.monotonic()
-                if loop.run_due(now):
+                turn = CpuClocks.take(poller)
+                now = turn.at
+                ran = loop.run_due(now)
+                if ran:
                     dashboard.top.render(SIZE, focus=True)
+                events = time.monotonic() - now
                 if now >= next_key:
-                    dashboard.top.keypress(SIZE, next(keys))
+                    key = next(keys)
+                    dashboard.top.keypress(SIZE, key)
                     dashboard.top.render(SIZE, focus=True)
                     done = time.monotonic()
-                    waits.append((done - next_key) * 1000)
+                    wait = (done - next_key) * 1000
+                    waits.append(wait)
                     spans.append((next_key, done))
+                    if wait > TARGET_MS or not slow or wait > slow[0].wait:
+                        slow.append(Wait.of(key, dashboard.view.name, next_key, idle, turn, (ran, events), poller))
+                        slow.sort(key=lambda item: -item.wait)
+                        del slow[SLOW_KEPT:]
                     next_key += next(gaps)
+                idle = CpuClocks.take(poller)  # the loop goes idle
                 if now >= sample_at:
                     rss.append(current_rss_mb())  # not gc.get_freeze_count(): it walks millions of objects
                     if now - started < seconds / 2:
@@ -212,6 +286,7 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
         "gc_in_wait_max": max((collections.inside(*span) for span in spans), default=0.0),
         "keys_behind_gc": sum(collections.inside(*span) > 0 for span in spans),
         "longest_check": dashboard.collector.check_seconds * 1000,
+        "longest_waits": [item.describe(collections) for item in slow],
         "load": os.getloadavg()[0],
         "cpu_share": cpu / elapsed,
         "rss_first": rss[0],

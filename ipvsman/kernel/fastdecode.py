@@ -844,6 +844,51 @@ STATS64_NEST_SIZE = NLA_HEADER.size + STATS64_PACKED.size
 SERVICE_CACHE_SIZE = 1 << 14
 
 
+class ServiceLayout:
+    """Where the attributes of a service message of one length lie: every header (the service
+    nest's and each attribute's, lengths and types) is checked with one unpack, and the
+    attributes' spans are then known without walking them."""
+
+    __slots__ = ("struct", "expected", "spans", "shape", "unknown")
+
+    def __init__(self, fields: list[Field], size: int, spans: list[tuple[int, int, int]], shape: tuple[int, int],
+                 unknown: collections.Counter):  # fmt: skip
+        self.struct = _struct_of(fields, size)
+        self.expected = tuple(role[1] for _, _, role in fields)
+        self.spans = spans  # (type, payload start, payload end) from the message's start
+        self.shape = shape
+        self.unknown = unknown  # what each message of this layout counts in skipped: its unknown attributes
+
+    def spans_of(self, data, offset: int) -> dict[int, tuple[int, int]] | None:
+        if self.struct.unpack_from(data, offset) != self.expected:
+            return None
+        return {number: (offset + start, offset + stop) for number, start, stop in self.spans}
+
+    @classmethod
+    def learn(cls, msg: RawMessage, shape: tuple[int, int]) -> ServiceLayout | None:
+        """The layout of msg (of the kernel's shape: one service nest ending the message); None
+        when an attribute is repeated (the spans would name only its last copy)."""
+        data, offset, end = msg.data, msg.offset, msg.end
+        position = offset + ATTRIBUTES_START
+        length, kind = NLA_HEADER.unpack_from(data, position)
+        fields: list[Field] = [(ATTRIBUTES_START, "H", ("header", length)), (ATTRIBUTES_START + 2, "H", ("header", kind))]
+        spans, seen = [], set()
+        position += NLA_HEADER.size
+        while position + 4 <= end:
+            length, kind = NLA_HEADER.unpack_from(data, position)
+            number = kind & NLA_TYPE_MASK
+            if length < 4 or position + length > end or number in seen:
+                return None
+            seen.add(number)
+            start = position - offset
+            fields += [(start, "H", ("header", length)), (start + 2, "H", ("header", kind))]
+            spans.append((number, start + 4, start + length))
+            position += (length + 3) & ~3
+        # What the walk would count of the nest; the counters' nests count their own as they are read.
+        unknown = collections.Counter({_SKIP_UNKNOWN: len(seen - SERVICE_KNOWN)} if seen - SERVICE_KNOWN else {})
+        return cls(fields, msg.length, spans, shape, unknown)
+
+
 class ServiceShapes:
     """Services as the kernel sends them, read without walking their attributes after the first poll.
 
@@ -855,12 +900,18 @@ class ServiceShapes:
     STATS (when the shape has it) and STATS64 have their headers where the shape says, and
     STATS64 is the kernel's packed nest ending the message. Anything else is walked
     (FastDecoder._service) and teaches its shape.
+
+    A service whose bytes were not seen before (all of them in a process's first poll, which is
+    all --once does) is decoded from where its length's first message had its attributes, when
+    every attribute header is where that one had it (ServiceLayout): no walk, and no second walk
+    to learn its shape.
     """
 
     def __init__(self):
         # message length -> (where the counters start, where STATS64 starts); None: not the kernel's shape
         self.by_length: dict[int, tuple[int, int] | None] = {}
         self.known: dict[bytes, tuple[tuple, collections.Counter]] = {}  # Service's fields before stats, unknowns
+        self.layouts: dict[int, ServiceLayout] = {}  # message length -> where its attributes lie
 
     def read(self, msg: RawMessage, skipped) -> model.Service | None:
         shape = self.by_length.get(msg.length)
@@ -886,6 +937,14 @@ class ServiceShapes:
             skipped.update(unknown)
         return model.Service(*fields, _new_tuple(model.Stats, values[2:15:3]), _new_tuple(model.Rates, values[17::3]))
 
+    def spans(self, msg: RawMessage) -> tuple[dict[int, tuple[int, int]], ServiceLayout] | None:
+        """Where msg's service attributes lie, when its length's layout fits it, and that layout."""
+        layout = self.layouts.get(msg.length)
+        if layout is None:
+            return None
+        found = layout.spans_of(msg.data, msg.offset)
+        return None if found is None else (found, layout)
+
     def learn(self, msg: RawMessage, service: model.Service, unknown: collections.Counter) -> None:
         """Keep what _service decoded `service` from, when msg has the kernel's shape."""
         if msg.length in self.by_length and self.by_length[msg.length] is None:
@@ -894,6 +953,15 @@ class ServiceShapes:
         known = self.by_length.setdefault(msg.length, shape)  # the first message of a length decides
         if shape is None or shape != known:
             return
+        if msg.length not in self.layouts:
+            layout = ServiceLayout.learn(msg, shape)
+            if layout is not None:
+                self.layouts[msg.length] = layout
+        self.remember(msg, shape, service, unknown)
+
+    def remember(self, msg: RawMessage, shape: tuple[int, int], service: model.Service,
+                 unknown: collections.Counter) -> None:  # fmt: skip
+        """Keep what `service` was decoded from: msg's bytes before its counters (at shape[0])."""
         if len(self.known) >= SERVICE_CACHE_SIZE:
             self.known.clear()
         fields = (service.key, service.scheduler, service.persistent, service.netmask, service.flags, service.pe_name)
@@ -965,6 +1033,16 @@ class FastDecoder:
         known = SERVICE_SHAPES.read(msg, skipped)
         if known is not None:
             return known
+        laid_out = SERVICE_SHAPES.spans(msg)
+        if laid_out is not None:
+            # A service not seen before, in a shape seen before (every service of a first poll
+            # but one): its attributes are where that shape has them, no walk needed.
+            found, layout = laid_out
+            service = FastDecoder._service_of(msg.data, found, skipped)
+            if service is not None:
+                skipped.update(layout.unknown)
+                SERVICE_SHAPES.remember(msg, layout.shape, service, layout.unknown)
+            return service
         before = skipped.copy()
         service = FastDecoder._service(msg, skipped)
         if service is not None:
@@ -974,9 +1052,17 @@ class FastDecoder:
     @staticmethod
     def _service(msg: RawMessage, skipped: collections.Counter) -> model.Service | None:
         try:
-            data = msg.data
             start, stop = _outer(msg, nl.CMD_ATTR_SERVICE, skipped)
-            found = _walk(data, start, stop, SERVICE_KNOWN, skipped)
+            found = _walk(msg.data, start, stop, SERVICE_KNOWN, skipped)
+        except (nl.Undecodable, struct.error, ValueError, OSError):
+            skipped[_SKIP_UNDECODABLE] += 1
+            return None
+        return FastDecoder._service_of(msg.data, found, skipped)
+
+    @staticmethod
+    def _service_of(data, found: dict, skipped: collections.Counter) -> model.Service | None:
+        """The service whose nest's attributes lie at `found` ({type: (payload start, end)})."""
+        try:
             af = _FAMILIES.get(_number(data, found, nl.SVC_ATTR_AF, U16))
             if af is None:
                 raise nl.Undecodable("unknown address family")

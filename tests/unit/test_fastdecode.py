@@ -751,10 +751,16 @@ def test_services_are_read_by_their_shape_after_the_first_poll(fresh_layouts, mo
     # The next poll: new counters behind the same bytes, read without a walk.
     later = agree("service", service("wlc", 6))[0]
     assert later.stats.conns == 6 and later.key == first.key and len(walked) == 1
-    # Anything before the counters changed (here the scheduler, as long as before): walked anew.
+    # Anything before the counters changed (here the scheduler, as long as before; the address):
+    # decoded anew, from where the first message of that length had its attributes, not walked.
+    laid_out = spy(monkeypatch, fd.FastDecoder, "_service_of")
     changed = agree("service", service("sed", 6))[0]
-    assert changed.scheduler == "sed" and len(walked) == 2
-    assert agree("service", service("wlc", 7, "10.0.9.2"))[0].key.address == "10.0.9.2" and len(walked) == 3
+    assert changed.scheduler == "sed" and len(walked) == 1 and len(laid_out) == 1
+    assert agree("service", service("wlc", 7, "10.0.9.2"))[0].key.address == "10.0.9.2" and len(laid_out) == 2
+    # The same length but a header that differs ("rr" pads to the length of "wlc", but its
+    # attribute says 7 bytes, not 8): that layout does not fit, so it is walked.
+    assert len(service("rr", 7)) == len(service("wlc", 7))
+    assert agree("service", service("rr", 7))[0].scheduler == "rr" and len(walked) == 2 and len(laid_out) == 3
 
 
 def test_a_service_whose_counters_do_not_end_it_is_always_walked(fresh_layouts, monkeypatch):
