@@ -15,6 +15,16 @@ A topology file (the 2007 ipvsman syntax) defines one virtual service per line:
 - Options in parentheses, as ipvsadm spells them: -m (masquerading), -g (direct routing, the
   default), -i (tunnel), -s SCHED (default wlc), -w WEIGHT (default 1), -p [TIMEOUT] (default 300),
   -M NETMASK, -6 (an IPv6 firewall-mark service).
+- Health checks for ipvsmand, in the same parentheses (for every real server of the line) or in a
+  real server's own options (for it alone, over the line's): --check NAME (tcp, http, https, dns,
+  exec, or a plugin's name), --interval S (default 2), --timeout S (default 3), --rise N and
+  --fall N (default 3), --on-failure quiesce|remove (default quiesce: weight 0, its connections
+  drain), and the check's own parameters, each --NAME VALUE (--path /health, --expect 200, ...;
+  see ipvsman.daemon.checks). Values are single words: no spaces, commas or parentheses. A line
+  with none of them gets a TCP connect check of each real server when ipvsmand runs it:
+
+      Web:t:10.0.0.1:80 ["web1-4:10.0.1.1+:8080"] (-s wrr --check http --path /health --fall 2)
+      DNS:u:10.0.0.2:53 ["ns1:10.0.2.1", "ns2:10.0.2.2 --check tcp"] (--check dns --query a.example)
 
 Blank lines and # comments are skipped. A bad line is reported with its file and line number and
 the rest of the file still counts.
@@ -50,6 +60,25 @@ class ConfigError:
         return f"{self.path}:{self.line}: {self.message}"
 
 
+FAILURE_ACTIONS = ("quiesce", "remove")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """How ipvsmand checks a real server: the plugin, its timing and its own parameters."""
+
+    check: str = "tcp"
+    interval: float = 2.0
+    timeout: float = 3.0
+    rise: int = 3
+    fall: int = 3
+    on_failure: str = "quiesce"  # or "remove"
+    params: tuple[tuple[str, str], ...] = ()  # the plugin's parameters, sorted by name
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        return dict(self.params).get(name, default)
+
+
 @dataclass(frozen=True, slots=True)
 class ConfiguredDest:
     """A real server as a configuration file defines it."""
@@ -62,6 +91,7 @@ class ConfiguredDest:
     health_checked: bool = False  # keepalived removes it (or sets weight 0) while its check fails
     inhibit_on_failure: bool = False  # keepalived sets weight 0 instead of removing it
     origin: str = ""  # "file:line" of its definition
+    check: CheckSpec | None = None  # ipvsmand's health check: the line's, with its own options over it
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +106,7 @@ class ConfiguredService:
     netmask: str = ""  # persistence granularity as written; "" means a single address
     origin: str = ""
     sorry_servers: tuple[ConfiguredDest, ...] = ()  # keepalived's sorry_server: there only while quorum is lost
+    check: CheckSpec | None = None  # the health check options of the line itself (ipvsmand)
 
     def find_dest(self, address: str, port: int) -> ConfiguredDest | None:
         for dest in self.dests:
@@ -215,9 +246,10 @@ def parse_service_line(line: str, origin: str = "") -> ConfiguredService:
     if key.fwmark and options.ipv6:
         key = ServiceKey("inet6", None, "", 0, key.fwmark)
     dest_specs = _split_dest_list(match["dests"]) if match["dests"] is not None else []
+    service_check = check_spec(options.check)
     dests: list[ConfiguredDest] = []
     for spec in dest_specs:
-        dests.extend(_expand_dests(spec, key, options, origin))
+        dests.extend(_expand_dests(spec, key, options, origin, service_check))
     if key.fwmark and not options.ipv6 and dests and all(":" in dest.address for dest in dests):
         # A firewall mark has no address to tell the family by: the real servers do.
         key = ServiceKey("inet6", None, "", 0, key.fwmark)
@@ -237,6 +269,7 @@ def parse_service_line(line: str, origin: str = "") -> ConfiguredService:
         persistent=persistent,
         netmask=options.netmask or "",
         origin=origin,
+        check=service_check,
     )
 
 
@@ -306,7 +339,10 @@ class _Options:
     persistent: int | None = None
     netmask: str | None = None
     ipv6: bool = False
+    check: tuple[tuple[str, str], ...] = ()  # --NAME VALUE health check options, in order
 
+
+_CHECK_OPTION = re.compile(r"^--[a-z][a-z0-9-]*$")
 
 _FORWARD_FLAGS = {
     "-m": "masq",
@@ -366,10 +402,63 @@ def _parse_options(words: list[str], what: str) -> _Options:
             values["netmask"] = _parse_netmask(argument(flag, inline))
         elif flag == "-6" and not inline:
             values["ipv6"] = True
+        elif _CHECK_OPTION.match(flag):
+            check = values.setdefault("check", [])
+            check.append((flag[2:], argument(flag, inline)))  # type: ignore[union-attr]
         else:
-            raise TopologyError(f"unknown option {word!r} in {what} (expected -m, -g, -i, -s, -w, -p, -M or -6)")
+            raise TopologyError(
+                f"unknown option {word!r} in {what} (expected -m, -g, -i, -s, -w, -p, -M, -6 or --CHECK-OPTION VALUE)"
+            )
         index += 1
+    if "check" in values:
+        values["check"] = tuple(values["check"])  # type: ignore[arg-type]
     return _Options(**values)  # type: ignore[arg-type]
+
+
+def check_spec(words: tuple[tuple[str, str], ...], base: CheckSpec | None = None) -> CheckSpec | None:
+    """--NAME VALUE health check options over `base` -> a CheckSpec; None when there are none at all."""
+    if not words:
+        return base
+    fields: dict[str, object] = {}
+    params = dict(base.params) if base else {}
+    if base is not None and any(name == "check" and value != base.check for name, value in words):
+        params = {}  # another plugin: the line's parameters were for the line's check
+    for name, value in words:
+        key = name.replace("-", "_")
+        if key == "check":
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", value):
+                raise TopologyError(
+                    f"expected a check name (tcp, http, https, dns, exec, ...) after --check, got {value!r}"
+                )
+            fields["check"] = value
+        elif key in ("interval", "timeout"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not 0 < number <= 86400:
+                raise TopologyError(f"expected seconds (more than 0) after --{name}, got {value!r}")
+            fields[key] = number
+        elif key in ("rise", "fall"):
+            if not value.isdigit() or not 1 <= int(value) <= 1000:
+                raise TopologyError(f"expected a count (1-1000) after --{name}, got {value!r}")
+            fields[key] = int(value)
+        elif key == "on_failure":
+            if value not in FAILURE_ACTIONS:
+                raise TopologyError(f"expected quiesce or remove after --on-failure, got {value!r}")
+            fields[key] = value
+        else:
+            params[name] = value
+    spec = base or CheckSpec()
+    return CheckSpec(
+        check=fields.get("check", spec.check),  # type: ignore[arg-type]
+        interval=fields.get("interval", spec.interval),  # type: ignore[arg-type]
+        timeout=fields.get("timeout", spec.timeout),  # type: ignore[arg-type]
+        rise=fields.get("rise", spec.rise),  # type: ignore[arg-type]
+        fall=fields.get("fall", spec.fall),  # type: ignore[arg-type]
+        on_failure=fields.get("on_failure", spec.on_failure),  # type: ignore[arg-type]
+        params=tuple(sorted(params.items())),
+    )
 
 
 def _split_flag(word: str) -> tuple[str, str]:
@@ -413,7 +502,9 @@ def _split_dest_list(text: str) -> list[str]:
     return specs
 
 
-def _expand_dests(spec: str, service: ServiceKey, defaults: _Options, origin: str) -> list[ConfiguredDest]:
+def _expand_dests(
+    spec: str, service: ServiceKey, defaults: _Options, origin: str, service_check: CheckSpec | None = None
+) -> list[ConfiguredDest]:
     """One "NAMES:ADDRESSES:PORT [OPTIONS]" -> its real servers, names and addresses paired in order."""
     body, _, option_text = spec.strip().partition(" ")
     own = _parse_options(_split_options(option_text), f"real server {body!r}")
@@ -440,6 +531,7 @@ def _expand_dests(spec: str, service: ServiceKey, defaults: _Options, origin: st
     forward = own.forward or defaults.forward or "route"
     weight = own.weight if own.weight is not None else defaults.weight if defaults.weight is not None else 1
     names = list(_names(name_start, count))
+    check = check_spec(own.check, service_check)
     return [
         ConfiguredDest(
             address=str(first + offset),
@@ -448,6 +540,7 @@ def _expand_dests(spec: str, service: ServiceKey, defaults: _Options, origin: st
             weight=weight,
             name=names[offset],
             origin=origin,
+            check=check,
         )
         for offset in range(count)
     ]

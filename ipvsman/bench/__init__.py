@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-BENCHMARKS = ("poll", "oneshot", "conns", "watch", "screen")
+BENCHMARKS = ("poll", "oneshot", "conns", "watch", "screen", "checks")
 KERNEL_BENCHMARKS = ("poll", "oneshot", "conns", "watch")
 
 

@@ -49,6 +49,8 @@ class Plan:
     busy_seconds: float = 1.0
     presses: int = 60
     keys_seconds: float = 300.0  # of use with keys at random (screen): the issue's 5 minutes
+    checks_seconds: float = 10.0  # of checks as fast as one core goes (checks)
+    checks_daemon_seconds: float = 30.0  # of ipvsmand at 1,000 real servers a second (checks)
 
 
 def quick_plan() -> Plan:
@@ -68,6 +70,8 @@ def quick_plan() -> Plan:
         screen_connections=[1000, 10_000],
         presses=30,
         keys_seconds=30.0,
+        checks_seconds=5.0,
+        checks_daemon_seconds=10.0,
     )
 
 
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--quick", action="store_true", help="fewer runs and sizes (about 15 minutes)")
     parser.add_argument("--output", metavar="FILE", help="also write the results (as printed) to FILE")
+    parser.add_argument("--no-table-stage", action="store_true",
+                        help="watch: leave out the stage with a table of 500,000 connections (5 minutes)")  # fmt: skip
     # Used by the run itself, to hand the kernel part to the guest.
     parser.add_argument("--kernel-part", metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument("--messages", metavar="FILE", help=argparse.SUPPRESS)
@@ -93,6 +99,8 @@ def command_line(options: argparse.Namespace) -> str:
         words.append("--quick")
     if options.json:
         words.append("--json")
+    if options.no_table_stage:
+        words.append("--no-table-stage")
     return " ".join(words + options.benchmarks)
 
 
@@ -104,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}")
     selected = [name for name in BENCHMARKS if name in options.benchmarks] or list(BENCHMARKS)
     plan = quick_plan() if options.quick else Plan()
+    if options.no_table_stage:
+        plan.watch_table_entries = 0
     if options.kernel_part:
         report = kernel_part(selected, plan, Path(options.messages) if options.messages else None)
         Path(options.kernel_part).write_text(report.dumps())
@@ -114,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     kernel = [name for name in selected if name in KERNEL_BENCHMARKS]
     if kernel:
         try:
-            report.extend(run_kernel(kernel, plan, options.quick))
+            report.extend(run_kernel(kernel, plan, options.quick, options.no_table_stage))
         except (guest.GuestUnavailable, RuntimeError) as exc:
             print(f"ipvsman.bench: {exc}", file=sys.stderr)
             return 1
+    if "checks" in selected:  # on this host, like screen: checks run on loopback, no IPVS needed
+        report.extend(guarded("checks", lambda: checks_part(plan)))
     if "screen" in selected:
         report.extend(guarded("screen", lambda: screen_part(plan)))
     report.environment["wall time of the run"] = f"{(time.monotonic() - started) / 60:.1f} min"
@@ -135,6 +147,12 @@ def guarded(name: str, function) -> Report:
     except Exception as exc:
         log(f"{name} failed:\n{traceback.format_exc()}")
         return Report(notes=[f"{name}: FAILED: {type(exc).__name__}: {exc}"])
+
+
+def checks_part(plan: Plan) -> Report:
+    from ipvsman.bench import checks
+
+    return checks.run(plan.checks_seconds, plan.checks_daemon_seconds, log=log)
 
 
 def screen_part(plan: Plan) -> Report:
@@ -157,7 +175,7 @@ def screen_part(plan: Plan) -> Report:
 # -- the kernel part ----------------------------------------------------------------------------
 
 
-def run_kernel(kernel: list[str], plan: Plan, quick: bool) -> Report:
+def run_kernel(kernel: list[str], plan: Plan, quick: bool, no_table_stage: bool = False) -> Report:
     """Here when this host has IPVS (or this is the guest), else in one guest boot."""
     if guest.in_guest() or guest.host_has_ipvs():
         return kernel_part(kernel, plan, None)
@@ -176,6 +194,7 @@ def run_kernel(kernel: list[str], plan: Plan, quick: bool) -> Report:
         f"{shlex.quote(sys.executable)} -m ipvsman.bench --kernel-part {shlex.quote(str(results))}"
         + (f" --messages {shlex.quote(str(messages))}" if messages else "")
         + (" --quick" if quick else "")
+        + (" --no-table-stage" if no_table_stage else "")
         + " " + " ".join(kernel)
     )
     log_path = rwdir / "guest.log"

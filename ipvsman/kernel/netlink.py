@@ -600,6 +600,25 @@ def service_key_attrs(key: model.ServiceKey) -> dict:
     return {"attrs": attrs}
 
 
+def service_config_attrs(key: model.ServiceKey, scheduler: str, persistent: int | None, netmask: str) -> tuple:
+    """IPVS_CMD_ATTR_SERVICE for NEW_SERVICE / SET_SERVICE: the kernel wants all of scheduler,
+    flags, timeout and netmask (EINVAL otherwise). The netmask is an IPv4 mask in network order,
+    or an IPv6 prefix length in host order, as ipvsadm sends them; "" is one address."""
+    nest = service_key_attrs(key)
+    if key.af == "inet":
+        mask = socket.inet_aton(netmask if netmask and not netmask.isdigit() else "255.255.255.255")
+    else:
+        mask = int(netmask.lstrip("/") or 128).to_bytes(4, sys.byteorder)
+    flags = SVC_F_PERSISTENT if persistent else 0
+    nest["attrs"] += [
+        ("IPVS_SVC_ATTR_SCHED_NAME", scheduler),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": flags, "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", persistent or 0),
+        ("IPVS_SVC_ATTR_NETMASK", mask),
+    ]
+    return ("IPVS_CMD_ATTR_SERVICE", nest)
+
+
 def dest_key_attrs(af: str, address: str, port: int) -> dict:
     """The nest that identifies a real server (enough for IPVS_CMD_DEL_DEST)."""
     return {
@@ -894,6 +913,14 @@ class IpvsSocket(GenericNetlinkSocket):
 
     def del_dest(self, key: model.ServiceKey, af: str, address: str, port: int) -> None:
         self._change(CMD_DEL_DEST, key, dest_key_attrs(af, address, port))
+
+    def new_service(self, key: model.ServiceKey, scheduler: str, persistent: int | None, netmask: str) -> None:
+        attrs = [service_config_attrs(key, scheduler, persistent, netmask)]
+        self._run(self.asyncore.request, CMD_NEW_SERVICE, attrs, CHANGE)
+
+    def set_service(self, key: model.ServiceKey, scheduler: str, persistent: int | None, netmask: str) -> None:
+        attrs = [service_config_attrs(key, scheduler, persistent, netmask)]
+        self._run(self.asyncore.request, CMD_SET_SERVICE, attrs, CHANGE)
 
     def _change(self, command: int, key: model.ServiceKey, dest_nest: dict) -> None:
         attrs = [("IPVS_CMD_ATTR_SERVICE", service_key_attrs(key)), ("IPVS_CMD_ATTR_DEST", dest_nest)]

@@ -178,7 +178,7 @@ def test_an_unknown_benchmark_is_one_clear_line(capsys):
     with pytest.raises(SystemExit):
         bench_main.main(["pol"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("unknown benchmark 'pol': choose from poll, oneshot, conns, watch, screen")
+    assert err[-1].endswith("unknown benchmark 'pol': choose from poll, oneshot, conns, watch, screen, checks")
 
 
 def test_the_guest_gets_the_kernel_part_and_its_results_come_back(monkeypatch, tmp_path):
@@ -222,3 +222,46 @@ def test_the_sync_messages_cover_the_largest_table_any_selected_benchmark_fills(
     assert bench_main.message_entries(["conns"], plan) == 200_000
     assert bench_main.message_entries(["conns", "watch"], plan) == 500_000
     assert bench_main.message_entries(["watch"], bench_main.Plan(watch_table_entries=50_000)) == 50_000
+
+
+def test_the_table_stage_of_watch_can_be_left_out(monkeypatch, tmp_path):
+    """--no-table-stage: the guest is told so, and no sync messages are encoded for it."""
+    seen, run_kernel = {}, bench_main.run_kernel
+
+    def fake_run_kernel(kernel, plan, quick, no_table_stage=False):
+        seen.update(kernel=kernel, entries=plan.watch_table_entries, no_table_stage=no_table_stage)
+        return Report()
+
+    monkeypatch.setattr(bench_main, "run_kernel", fake_run_kernel)
+    assert bench_main.main(["--no-table-stage", "watch"]) == 0
+    assert seen == {"kernel": ["watch"], "entries": 0, "no_table_stage": True}
+
+    def fake_run_in_guest(command, rwdir, **kwargs):
+        seen["command"] = command
+        return bench_main.guest.GuestRun(1, "")
+
+    monkeypatch.setattr(bench_main.guest, "in_guest", lambda: False)
+    monkeypatch.setattr(bench_main.guest, "host_has_ipvs", lambda: False)
+    monkeypatch.setattr(bench_main.guest, "check_guest_tools", lambda: None)
+    monkeypatch.setattr(bench_main.guest, "run_in_guest", fake_run_in_guest)
+    monkeypatch.setattr(bench_main.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    plan = bench_main.Plan(watch_table_entries=0)
+    with pytest.raises(RuntimeError, match="gave no results"):
+        run_kernel(["watch"], plan, quick=False, no_table_stage=True)
+    assert seen["command"].endswith(" --no-table-stage watch") and "--messages" not in seen["command"]
+    assert not (tmp_path / "sync-messages.bin").exists()
+
+
+def test_the_longest_key_waits_are_taken_apart():
+    from ipvsman.bench import keys
+
+    scene = screen.Scene(12, 2, 60)
+    try:
+        figures = keys.run(scene, 3.0, log=lambda message: None)
+    finally:
+        scene.close()
+    waits = figures["longest_waits"]
+    assert 1 <= len(waits) <= keys.SLOW_KEPT
+    # The longest first, in whole milliseconds, with where its time went.
+    assert waits[0].startswith(f"{figures['max']:.0f} ms for ")
+    assert all("read by a turn that began" in wait and "loop CPU" in wait for wait in waits)
