@@ -126,6 +126,15 @@ class AuditLog:
             f"server={join_host_port(dest.address, dest.port)} result={_quote(result)}\n"
         )
 
+    def format_drain(self, dest: DestKey, step: str, detail: str) -> str:
+        return (
+            f"{self._head()} action=drain service={_quote(str(dest.service))} "
+            f"server={join_host_port(dest.address, dest.port)} step={_quote(step)} detail={_quote(detail)}\n"
+        )
+
+    def format_reload(self, pid: int, topology: str, result: str) -> str:
+        return f"{self._head()} action=reload-ipvsmand pid={pid} topology={_quote(topology)} result={_quote(result)}\n"
+
     def record(self, dest: DestKey, old: int, new: int, result: str) -> None:
         """Append one weight change (`result` is ATTEMPT before it is submitted); raises AuditLogError."""
         self.write(self.format(dest, old, new, result))
@@ -137,6 +146,14 @@ class AuditLog:
     def record_remove(self, dest: DestKey, result: str) -> None:
         """Append one real server removed (`x`); like record()."""
         self.write(self.format_remove(dest, result))
+
+    def record_drain(self, dest: DestKey, step: str, detail: str) -> None:
+        """Append one step of a guided drain (started, will not empty, empty, ended); like record()."""
+        self.write(self.format_drain(dest, step, detail))
+
+    def record_reload(self, pid: int, topology: str, result: str) -> None:
+        """Append one SIGHUP sent to ipvsmand; like record()."""
+        self.write(self.format_reload(pid, topology, result))
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, line: str) -> None:

@@ -32,8 +32,10 @@ from ipvsman.model import (
 )
 from ipvsman.names import Names
 from ipvsman.topology import ConfiguredService
+from ipvsman.ui.drain import DrainStatus
 from ipvsman.ui.tabletext import table_line
 from ipvsman.ui.widgets import Line, Markup, Row, fmt_count, fmt_si
+from ipvsman.verdicts import DOWN, FALLING, RISING, SUSPENDED, UP, Verdicts
 from ipvsman.vips import VipOwner
 
 
@@ -70,6 +72,9 @@ class ViewContext:
     drift_only: bool = False  # views 1-3 list only what drifts (`D`)
     sync_monitor: object = None  # ipvsman.sync.monitor.MonitorStats, or a line saying why there is none
     configs: Sequence[ConfigSummary] = ()
+    verdicts: Verdicts | None = None  # ipvsmand's state file; None: not watched (no verdicts shown)
+    verdict_drift: Mapping[DestKey, str] = field(default_factory=dict)  # where the kernel and ipvsmand disagree
+    drains: Mapping[DestKey, DrainStatus] = field(default_factory=dict)  # guided drains under way (`0`)
 
 
 def port_label(key: ServiceKey, names: Names) -> str:
@@ -236,10 +241,23 @@ def dest_state(key: DestKey, dest: Dest, ctx: ViewContext) -> tuple[str, str]:
     if key in ctx.pending:
         return "pending", "pending"
     if dest.weight == 0 and key in ctx.drained:
-        return "DRAIN", "drained"
+        drain = ctx.drains.get(key)
+        return (drain.word if drain is not None else "DRAIN"), "drained"
     if dest.weight == 0:
         return "ZERO", "zero"
     return "on", "ok"
+
+
+# How each of ipvsmand's verdicts is coloured; the word says it without the colour.
+VERDICT_ATTRS = {UP: "ok", DOWN: "zero", SUSPENDED: "drained", RISING: "pending", FALLING: "pending"}
+
+
+def verdict_markup(key: DestKey, ctx: ViewContext) -> tuple[str, str]:
+    """ipvsmand's word for a real server (UP, DOWN, rising 2/3...) and its attribute; '-' where it names none."""
+    verdict = ctx.verdicts.by_dest.get(key) if ctx.verdicts is not None else None
+    if verdict is None:
+        return "-", "dim"
+    return verdict.word, VERDICT_ATTRS.get(verdict.state, "dim")
 
 
 def weight_markup(key: DestKey, dest: Dest, ctx: ViewContext) -> tuple[str, str | None]:

@@ -20,6 +20,7 @@ from ipvsman.ui.views import (
     labels_key,
     server_label,
     service_label,
+    verdict_markup,
     vip_title,
     weight_markup,
 )
@@ -28,6 +29,7 @@ from ipvsman.ui.widgets import Line, Markup, fmt_count, short_origin
 # Column widths; the service column fits its labels, the real server column takes what is left.
 SERVICE_MIN, SERVICE_MAX = 8, 17
 SCHED, ARROW, FORWARD, STATE, ACTIVE, INACTIVE, WEIGHT, DRIFT = 6, 3, 7, 8, 7, 7, 8, 10
+VERDICT = 12  # ipvsmand's word, with --ipvsmand-state: "falling 1/3"
 
 
 class BindingsView(KeyedListView):
@@ -45,15 +47,18 @@ class BindingsView(KeyedListView):
         self._arranged: tuple | None = None  # (model.Arrangement, its blocks) while the layout holds
 
     def _fixed(self, ctx: ViewContext) -> int:
-        drift = DRIFT if ctx.drift is not None else 0
-        return 2 + self.service_width + SCHED + ARROW + FORWARD + STATE + ACTIVE + INACTIVE + WEIGHT + drift
+        drift = DRIFT if _drift_column(ctx) else 0
+        verdict = VERDICT if ctx.verdicts is not None else 0
+        return 2 + self.service_width + SCHED + ARROW + FORWARD + STATE + verdict + ACTIVE + INACTIVE + WEIGHT + drift
 
     def header(self, ctx: ViewContext):
         line = Line(self.width).add("  ").col("SERVICE", self.service_width).col("SCHED", SCHED).add("", ARROW)
         line.col("REAL SERVER", max(1, self.width - self._fixed(ctx))).col("METHOD", FORWARD).col("STATE", STATE)
+        if ctx.verdicts is not None:
+            line.col("IPVSMAND", VERDICT)
         line.col("ACTIVE", ACTIVE, align=">").col("INACT", INACTIVE, align=">")
         line.add("WEIGHT", WEIGHT, align=">")
-        if ctx.drift is not None:
+        if _drift_column(ctx):
             line.gap(1).add("DRIFT", DRIFT - 1)
         return line.markup
 
@@ -125,11 +130,14 @@ class BindingsView(KeyedListView):
         line.col(FORWARD_LABELS.get(dest.forward, dest.forward), FORWARD)
         word, attr = dest_state(key, dest, ctx)
         line.col(word, STATE, attr)
+        if ctx.verdicts is not None:
+            verdict, verdict_attr = verdict_markup(key, ctx)
+            line.col(verdict, VERDICT, verdict_attr)
         line.col(fmt_count(dest.active_conns), ACTIVE, align=">")
         line.col(fmt_count(dest.inactive_conns), INACTIVE, align=">")
         weight, weight_attr = weight_markup(key, dest, ctx)
         line.add(weight, WEIGHT, weight_attr, align=">")
-        self._drift_cell(line, report.kinds(key) if report is not None else None)
+        self._drift_cell(line, report.kinds(key) if report is not None else set(), ctx, key)
         return line.markup
 
     def _service_cells(self, service: Service | ConfiguredService, ctx: ViewContext) -> Line:
@@ -147,18 +155,31 @@ class BindingsView(KeyedListView):
         line = self._lead(service, ctx, first)
         line.col(server_label(key, ctx.names, server_width - 1), server_width, "dim")
         line.col(FORWARD_LABELS.get(dest.forward, dest.forward), FORWARD, "dim")
-        line.col("absent", STATE, "dim").col("", ACTIVE).col("", INACTIVE)
+        line.col("absent", STATE, "dim")
+        if ctx.verdicts is not None:
+            word, attr = verdict_markup(key, ctx)
+            line.col(word, VERDICT, attr)
+        line.col("", ACTIVE).col("", INACTIVE)
         line.add(str(dest.weight), WEIGHT, "dim", align=">")
-        self._drift_cell(line, {"missing"})
+        self._drift_cell(line, {"missing"}, ctx, key)
         return line.markup
 
     @staticmethod
-    def _drift_cell(line: Line, kinds) -> None:
-        if kinds is None:
+    def _drift_cell(line: Line, kinds, ctx: ViewContext, key: DestKey) -> None:
+        """The DRIFT column: the configuration's kinds, and "ipvsmand" where the daemon disagrees."""
+        if not _drift_column(ctx):
             return
         line.gap(1)
-        if kinds:
-            line.add(drift_words(kinds), DRIFT - 1, "drift")
+        words = [drift_words(kinds)] if kinds else []
+        if key in ctx.verdict_drift:
+            words.append("ipvsmand")
+        if words:
+            line.add(",".join(words), DRIFT - 1, "drift")
+
+
+def _drift_column(ctx: ViewContext) -> bool:
+    """Whether view 2 has a DRIFT column: a configuration or ipvsmand to disagree with the kernel."""
+    return ctx.drift is not None or ctx.verdicts is not None
 
 
 class VipTitleRows(RowKind):

@@ -28,6 +28,7 @@ from ipvsman.ui.views import (
     rates_text,
     service_title,
     states_markup,
+    verdict_markup,
     weight_markup,
 )
 from ipvsman.ui.widgets import Line, fmt_count, join_lines, short_origin
@@ -140,12 +141,24 @@ class RealServersView(KeyedListView):
         second.extend(states_markup(counts, total, snapshot))
         third = Line(self.width).add("      ").add(rates_text(dest.rates), None, "dim")
         lines = [first, second, third]
+        verdict = ctx.verdicts.by_dest.get(key) if ctx.verdicts is not None else None
+        if verdict is not None:
+            word, verdict_attr = verdict_markup(key, ctx)
+            told = Line(self.width).add("      ").add("ipvsmand ", None, "dim").add(word, None, verdict_attr)
+            told.add(verdict.describe()[len(word):]).add(f"  ({verdict.check_text()})", told.rest(), "dim")
+            lines.append(told)
+        drain = ctx.drains.get(key)
+        if drain is not None:
+            lines.append(Line(self.width).add("      ").add(drain.describe(), None, "drained"))
         drifts = ctx.drift.for_dest(key) if ctx.drift is not None else ()
-        if drifts:
+        disagreement = ctx.verdict_drift.get(key)
+        if drifts or disagreement:
             drift = Line(self.width).add("      ").add(" DRIFT ", None, "drift").gap(1)
-            text = "; ".join(drift_text(d, ctx.names, subject=False) for d in drifts)
+            texts = [drift_text(d, ctx.names, subject=False) for d in drifts]
             origin = next((d.origin for d in drifts if d.origin), "")
-            drift.add(text + (f" ({short_origin(origin)})" if origin else ""), drift.rest(), "drift.text")
+            if origin:
+                texts[-1] += f" ({short_origin(origin)})"
+            drift.add("; ".join(texts + ([disagreement] if disagreement else [])), drift.rest(), "drift.text")
             lines.append(drift)
         return join_lines(lines)
 

@@ -3,25 +3,28 @@ and its services, with a DRIFT line under each service the configuration disagre
 
 from __future__ import annotations
 
-from ipvsman.model import SCHEDULER_NAMES, Service, ServiceKey, Snapshot, connection_total
+from ipvsman.model import SCHEDULER_NAMES, Service, ServiceKey, Snapshot, connection_total, join_host_port
 from ipvsman.topology import ConfiguredService
 from ipvsman.ui.views import (
     READY,
     KeyedListView,
     RowKind,
     ViewContext,
+    VERDICT_ATTRS,
     VipGroups,
     drift_text,
     held_markup,
     labels_key,
     port_label,
     rates_text,
+    server_label,
     service_drifts,
     state_markup,
     states_markup,
     vip_title,
 )
 from ipvsman.ui.widgets import Line, fmt_count, join_lines, short_origin, sparkline
+from ipvsman.verdicts import DOWN, FALLING, RISING, STATES
 
 INDENT = 2
 LABEL_MIN, LABEL_MAX = 10, 32
@@ -107,12 +110,39 @@ class VirtualServersView(KeyedListView):
                 ambiguous = Line(self.width).gap(indent).add(f"ambiguous between {others}: ", None, "dim")
                 lines.append(ambiguous.extend(state_markup(states)))
         lines.append(third)
-        drifts = service_drifts(key, service, ctx.drift)
-        if drifts:
+        if ctx.verdicts is not None:
+            lines.append(self._verdicts_line(service, ctx, indent))
+        texts = [drift_text(d, ctx.names) for d in service_drifts(key, service, ctx.drift)]
+        texts += [f"{server_label(dest_key, ctx.names)} {text}" for dest_key, text in ctx.verdict_drift.items()
+                  if dest_key.service == key]  # fmt: skip
+        if texts:
             drift = Line(self.width).gap(indent).add(" DRIFT ", None, "drift").gap(1)
-            drift.add("; ".join(drift_text(d, ctx.names) for d in drifts), drift.rest(), "drift.text")
+            drift.add("; ".join(texts), drift.rest(), "drift.text")
             lines.append(drift)
         return join_lines(lines)
+
+    def _verdicts_line(self, service: Service, ctx: ViewContext, indent: int) -> Line:
+        """The daemon's verdicts on a service's servers: ipvsmand 3 UP, 1 DOWN  10.10.10.204:389 DOWN "refused"."""
+        line = Line(self.width).gap(indent).add("ipvsmand ", None, "dim")
+        verdicts = [ctx.verdicts.by_dest.get(service.dest_key(dest)) for dest in service.dests]
+        named = [verdict for verdict in verdicts if verdict is not None]
+        if not named:
+            return line.add("names none of its real servers", None, "dim")
+        counts: dict[str, int] = {}
+        for verdict in named:
+            counts[verdict.state] = counts.get(verdict.state, 0) + 1
+        parts = []
+        for state in STATES:
+            if counts.get(state):
+                word = "rising" if state == RISING else "falling" if state == FALLING else state.upper()
+                parts.append((f"{counts[state]} {word}", VERDICT_ATTRS.get(state, "dim")))
+        for index, (text, attr) in enumerate(parts):
+            line.add(", " if index else "").add(text, None, attr)
+        trouble = next((v for v in named if v.state in (DOWN, FALLING) and v.reason), None)
+        if trouble is not None:
+            server = join_host_port(trouble.dest.address, trouble.dest.port)
+            line.add(f"  {server} {trouble.word} \"{trouble.reason}\"", line.rest(), "dim")
+        return line
 
     def _missing_line(self, service: ConfiguredService, ctx: ViewContext):
         line = self._first_line(service.key, ctx).add(" MISSING ", None, "drift").gap(1)
