@@ -75,6 +75,7 @@ class CommandReply:
     command: Command
     ok: bool
     message: str  # one line: what was done, or why it was refused
+    data: Mapping[str, Any] = field(default_factory=dict)  # what the command found: the sync test's connection key
 
 
 class ClusterSource(Protocol):
