@@ -7,7 +7,7 @@ import sys
 
 from ipvsman import __version__
 
-SUBCOMMANDS = ("resync",)
+SUBCOMMANDS = ("resync", "agent", "vips", "history")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ipvsman",
         description="Terminal dashboard for a Linux IPVS (LVS) director.",
         epilog=EXIT_CODES_HELP
-        + "\n\nSubcommands: 'ipvsman resync --help' sends the connection table to backup directors.",
+        + "\n\nSubcommands: 'ipvsman resync --help' sends the connection table to backup directors;"
+        + "\n'ipvsman vips --help', on a real server, holds the VIPs it serves on a dummy interface;"
+        + "\n'ipvsman history --help' lists, compares and restores the topologies ipvsmand applied.",
         # the exit codes are a table: keep its lines
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -27,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     # default None, not 1: --seed without --demo is refused, not silently ignored
     source.add_argument("--seed", type=int, default=None, help="random seed of the demo director (default 1)")
     source.add_argument("--netns", metavar="NAME", help="watch the IPVS of a named network namespace")
+    add_cluster_options(parser)
     source.add_argument(
         "--interval",
         type=number_type("interval", 0, above=True),
@@ -91,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keepalived.conf for names and drift (default /etc/keepalived/keepalived.conf when present;"
         " --once reads only a file named here)",
     )
+    ui.add_argument(
+        "--ipvsmand-state",
+        metavar="PATH",
+        default=None,
+        help="ipvsmand's state file: its health verdicts shown beside the kernel's weights "
+        "(default /run/ipvsman/ipvsmand.json when present)",
+    )
     return parser
 
 
@@ -111,6 +121,60 @@ def number_type(what: str, low: float, high: float | None = None, *, whole: bool
 
     return parse
 
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    cluster = parser.add_argument_group("several directors (each runs `ipvsman agent`, reached over ssh by ClusterShell)")
+    cluster.add_argument("--nodes", metavar="NODESET", help="watch these directors: a ClusterShell nodeset, "
+                         "e.g. 'lvs-[1-2]' or '@lvs' (with --demo: a simulated cluster)")  # fmt: skip
+    cluster.add_argument("--via", metavar="'PREFIX %h'", help="run the agent through this local command instead of "
+                         "ssh, %%h being the node's name: 'ip netns exec %%h', 'kubectl exec %%h --'")  # fmt: skip
+    cluster.add_argument("--fanout", type=number_type("fanout", 1, whole=True), default=None, metavar="N",
+                         help="most sessions at once (default ClusterShell's, 64); must cover every node")  # fmt: skip
+    cluster.add_argument("--connect-timeout", type=number_type("connect timeout", 0, above=True), default=None,
+                         metavar="SECONDS", help="ssh connect timeout (default ClusterShell's, 10)")  # fmt: skip
+    cluster.add_argument("--agent-command", default=None, metavar="COMMAND",
+                         help="how to start the agent on a node (default 'ipvsman agent')")  # fmt: skip
+
+
+def make_cluster(options: argparse.Namespace):
+    """The ClusterSource of --nodes: the demo cluster, or agents over ClusterShell; raises ValueError (one line)."""
+    from ipvsman.cluster.transport import DEFAULT_AGENT, AgentCluster, expand_nodes
+
+    names = expand_nodes(options.nodes)
+    if options.demo:
+        from ipvsman.cluster.demo import DemoCluster
+
+        return DemoCluster(names, seed=1 if options.seed is None else options.seed, interval=options.interval)
+    agent_args = ["--interval", f"{options.interval:g}", "--conn-budget", f"{options.conn_budget:g}"]
+    if not options.connections:
+        agent_args.append("--no-connections")
+    if options.read_only:
+        agent_args.append("--read-only")
+    return AgentCluster(names, agent_command=options.agent_command or DEFAULT_AGENT, agent_args=agent_args,
+                        via=options.via, fanout=options.fanout, connect_timeout=options.connect_timeout,
+                        stall_after=max(15.0, 5 * options.interval))  # fmt: skip
+
+
+def cluster_contradiction(options: argparse.Namespace) -> str | None:
+    """Why the several-directors options cannot all be obeyed, in one line; None when they can."""
+    if not options.nodes:
+        for flag, given in (("--via", options.via), ("--fanout", options.fanout),
+                            ("--connect-timeout", options.connect_timeout), ("--agent-command", options.agent_command)):  # fmt: skip
+            if given is not None:
+                return f"{flag} goes with --nodes"
+        return None
+    if options.netns:
+        return "--nodes watches several directors, --netns one namespace: for namespaces as nodes use --via 'ip netns exec %h'"
+    if options.demo and (options.via or options.agent_command):
+        return "--demo --nodes simulates the directors: --via and --agent-command reach real ones"
+    if options.via is not None and "%h" not in options.via:
+        return f"--via must name the node with %h, e.g. 'ip netns exec %h', got {options.via!r}"
+    if options.once and not options.json:
+        return "--nodes with --once prints JSON: add --json"
+    if options.list_connections or options.check_drift:
+        return "--connections and --check-drift read one director: leave out --nodes"
+    return None
 
 
 def weight_step(text: str) -> int:
@@ -141,7 +205,9 @@ def contradictory_options(options: argparse.Namespace) -> str | None:
         return "--demo watches a simulated director, --netns a real one: pick one"
     if options.seed is not None and not options.demo:
         return "--seed goes with --demo"
-    return None
+    if getattr(options, "ipvsmand_state", None) and (options.demo or options.once):
+        return f"--ipvsmand-state goes with the dashboard of a real director, not {'--demo' if options.demo else '--once'}"
+    return cluster_contradiction(options)
 
 
 def run_once(options: argparse.Namespace) -> int:
@@ -184,11 +250,35 @@ def main(argv: list[str] | None = None) -> int:
         from ipvsman.sync.cli import main as resync_main
 
         return resync_main(argv[1:])
+    if argv and argv[0] == "history":
+        from ipvsman.daemon.history import main as history_main
+
+        return history_main(argv[1:])
+    if argv and argv[0] == "vips":
+        from ipvsman.realserver_cli import main as vips_main
+
+        return vips_main(argv[1:])
+    if argv and argv[0] == "agent":
+        from ipvsman.cluster.agent import main as agent_main
+
+        return agent_main(argv[1:])
     parser = build_parser()
     options = parser.parse_args(argv)
     contradiction = contradictory_options(options)
     if contradiction:
         parser.error(contradiction)  # one line and exit 2, as for any other bad option
+    if options.nodes:
+        try:
+            cluster = make_cluster(options)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if options.once:
+            from ipvsman.cluster.transport import print_cluster_once
+
+            return print_cluster_once(cluster)
+        from ipvsman.ui.cluster import run_cluster
+
+        return run_cluster(options, cluster)
     if options.once:
         return run_once(options)
     from ipvsman.ui.app import run

@@ -195,7 +195,41 @@ def screens() -> dict[str, tuple[list[str], list]]:
     dashboard.keypress(size, "1")
     dashboard.keypress(size, "?")
     shot("help")
+    pictures["cluster"] = cluster_picture()
     return pictures
+
+
+def cluster_picture() -> tuple[list[str], list]:
+    """View 6 of the demo cluster (`--demo --nodes 'lvs-[1-3]'`) after a few polls, at SIZE."""
+    from ipvsman.cluster.compare import compare_cluster
+    from ipvsman.cluster.demo import DemoCluster
+    from ipvsman.cluster.state import ClusterSnapshot
+    from ipvsman.ui.cluster import ClusterControl
+
+    polls = 3
+    ticks = [0]
+    clock = lambda: START + ticks[0] * TICK  # noqa: E731
+    source = DemoCluster(["lvs-1", "lvs-2", "lvs-3"], seed=SEED, tick=TICK, clock=clock)
+    control = ClusterControl(source, source.names)
+    options = argparse.Namespace(
+        read_only=False, weight_step=1, audit_log=None, colors=None, no_resolve=False,
+        interval=TICK, connections=True, topology=None, keepalived=None,
+    )  # fmt: skip
+    configs = demo_configurations()
+    dashboard = Dashboard(options, backend=source, poller=control, hostname=HOST, clock=lambda: clock() + 0.4,
+                          names=demo_names(configs), configs=configs, cluster=control,
+                          sync_panel=SyncPanel(None, off_reason=DEMO_MONITOR_OFF))  # fmt: skip
+    dashboard.apply_director(HEALTH)
+    for _ in range(polls):
+        ticks[0] += 1
+        cluster = source.poll_all()
+    # Fixed poll durations, as for the other pictures: the real ones vary from run to run.
+    cluster = ClusterSnapshot(tuple(dataclasses.replace(node, snapshot=steady(node.snapshot)) for node in cluster.nodes),
+                              cluster.taken_at)  # fmt: skip
+    control.apply(cluster, compare_cluster(cluster, control.configuration))
+    dashboard.keypress(SIZE, "6")
+    return (urwid.testing.render_text(dashboard.top, SIZE, focus=True, strip=True),
+            urwid.testing.render_runs(dashboard.top, SIZE, focus=True))  # fmt: skip
 
 
 def screen_text(lines: list[str]) -> str:

@@ -8,8 +8,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # qemu, Debian's kernel and virtme-ng boot the guest that has IPVS; ipvsadm is the reference;
-# keepalived programs IPVS for the drift tests; tmux drives the end-to-end dashboard test.
-PACKAGES="qemu-system-x86 linux-image-amd64 ipvsadm busybox-static iproute2 kmod procps tmux keepalived"
+# keepalived programs IPVS for the drift tests; tmux drives the end-to-end dashboard test;
+# openssh-server is the director reached over real ssh in the cluster test.
+PACKAGES="qemu-system-x86 linux-image-amd64 ipvsadm busybox-static iproute2 kmod procps tmux keepalived openssh-server openssh-client"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"

@@ -31,11 +31,14 @@ from ipvsman.ui.audit import AuditLog, AuditLogError, backend_label
 from ipvsman.ui.tableread import TableReadKey
 from ipvsman.ui.tabletext import interval_words
 from ipvsman.ui.audit import for_backend as audit_log_for
+from ipvsman.ui.cluster import ClusterControl
 from ipvsman.ui.changes import Changes, PendingChange
 from ipvsman.ui.config import Configurations, load_configurations, make_names
 from ipvsman.ui.dialogs import ChoiceDialog, ConfirmDialog, DetailsDialog, Dialog
+from ipvsman.ui.drain import Drains
 from ipvsman.ui.health import DirectorSample, DirectorWatcher, HealthSampler, describe
 from ipvsman.ui.help import HelpOverlay
+from ipvsman.ui.ipvsmand import IpvsmandLink
 from ipvsman.ui.keymap import KEYMAP, key_label
 from ipvsman.ui.palette import PALETTE, color_depth
 from ipvsman.ui.status import FilterPrompt, Header, StatusBar
@@ -175,6 +178,7 @@ class Dashboard:
         audit: AuditLog | None = None,
         configs: Configurations | None = None,
         sync_panel: SyncPanel | None = None,
+        cluster: ClusterControl | None = None,
     ):
         self.options = options
         self.poller = poller
@@ -200,7 +204,8 @@ class Dashboard:
         self.collector = collector.Schedule()
         self._last_key_at = float("-inf")  # time.monotonic() of the last key or mouse event
 
-        self.views: list[View] = [cls() for cls in VIEW_CLASSES]
+        self.cluster = cluster if cluster is not None else ClusterControl()  # several directors (ipvsman.ui.cluster)
+        self.views: list[View] = [cls() for cls in VIEW_CLASSES] + self.cluster.views()
         self.view = self.views[0]
         self.snapshot: Snapshot | None = None
         self.data_taken_at = 0.0  # when the state on screen was read (not when a paused snapshot came)
@@ -239,6 +244,9 @@ class Dashboard:
             read_only_reason=self.read_only_reason,
             names=lambda: self.names,
         )
+        self.drains = Drains(self.audit, self.status)  # the guided drain after `0` (ipvsman.ui.drain)
+        self.ipvsmand = IpvsmandLink(_option(options, "ipvsmand_state", None), self.status, self.audit, clock,
+                                     self.read_only_reason)  # fmt: skip
         self.frame = urwid.Frame(self.view.widget, header=self.header, footer=self.status)
         self.top = DashboardWidget(self, self.frame)
         self.commands = self._register_commands()
@@ -297,6 +305,7 @@ class Dashboard:
                 "weight.up": lambda: self.change_weight(+self.weight_step),
                 "weight.down": lambda: self.change_weight(-self.weight_step),
                 "weight.drain": self.toggle_drain,
+                "ipvsmand.reload": self.reload_ipvsmand,
                 "connections.of_selection": self.connections_of_selection,
                 "connections.filter": self.open_filter,
                 "connections.sort_next": lambda: self.step_sort(1),
@@ -306,6 +315,7 @@ class Dashboard:
                 "filter.cancel": self.close_filter,
             }
         )
+        commands.update(self.cluster.commands(self))
         return commands
 
     def contexts(self) -> list[str]:
@@ -383,6 +393,9 @@ class Dashboard:
             drift_only=self.drift_only and self.drift is not None,
             sync_monitor=self.sync_panel.state() if isinstance(self.view, SyncView) else None,
             configs=tuple(self.configs.summaries()),
+            verdicts=self.ipvsmand.shown(),
+            verdict_drift=self.ipvsmand.drift,
+            drains=self.drains.statuses,
         )
 
     def refresh_view(self) -> None:
@@ -437,6 +450,8 @@ class Dashboard:
             words.append(("header.error", "POLL ERROR"))
         if self.drift:
             words.append(("header.drift", f"DRIFT {len(self.drift)}" + (" ONLY" if self.drift_only else "")))
+        words += self.ipvsmand.header_words(self.clock())
+        words += self.cluster.mode_words()
         return words
 
     def refresh_header(self) -> None:
@@ -462,6 +477,8 @@ class Dashboard:
         wide = self.width >= WIDE_COLS
         keys = f"{key_label(self.keymap.keys_for('help.toggle')[0])} help " if wide else ""
         tabs = [(view.name, view.title if wide else view.short_title) for view in self.views]
+        if wide and sum(len(title) + 5 for _, title in tabs) - 1 + len(keys) > self.width:  # view 6 in a cluster
+            tabs = [(view.name, view.short_title) for view in self.views]
         self.header.set_tabs(tabs, self.view.name, keys)
 
     # -- from the polling thread --------------------------------------------------------------
@@ -542,6 +559,8 @@ class Dashboard:
         source = self.configs.drift_source
         self.drift = find_drift(snapshot, source) if source is not None else None
         self._settle_pending(snapshot)
+        self.drains.follow(snapshot, self.changes.drained)
+        self.ipvsmand.follow(snapshot)
         self._update_owners()
         if self.watcher is not None:
             self.watcher.interfaces = tuple(self.vip_interfaces())
@@ -585,6 +604,7 @@ class Dashboard:
 
     def tick(self) -> None:
         """Once a second: poll age, expiring messages, connection countdowns."""
+        self.ipvsmand.tick(self.clock())
         self.status.refresh()
         self.refresh_header()
         if isinstance(self.view, (ConnectionsView, SyncView)):
@@ -802,6 +822,9 @@ class Dashboard:
                     named = f"named {configured.name}, " if configured.name else ""
                     lines.append(f"{os.path.basename(config.path)}: {named}weight {configured.weight}, {method}"
                                  f" ({configured.origin})")  # fmt: skip
+            lines += self.ipvsmand.details(key)
+            drain = self.drains.statuses.get(key)
+            lines += [drain.describe()] if drain is not None else []
             drifts = report.for_dest(key) if report is not None else ()
         else:
             title = f"Service {service_title(service_key, names)}"
@@ -1091,6 +1114,13 @@ class Dashboard:
             view.set_filter("")
             self.status.post("filter cleared")
 
+    def reload_ipvsmand(self) -> None:
+        """`H`: SIGHUP to ipvsmand after y/n naming its pid and topology (ipvsman.ui.ipvsmand)."""
+        question = self.ipvsmand.ask_reload()
+        if question is not None:
+            self.open_dialog(ConfirmDialog("Reload ipvsmand", *question))
+            self._on_dialog_yes, self._dialog_no_message = self.ipvsmand.reload, "ipvsmand not reloaded"
+
     def quit(self) -> None:
         raise urwid.ExitMainLoop()
 
@@ -1162,8 +1192,8 @@ class Dashboard:
         self.view_named("connections").reverse_sort()
 
 
-def run(options: argparse.Namespace, backend) -> int:
-    """Run the dashboard until `q`; returns the exit status."""
+def run(options: argparse.Namespace, backend, cluster: ClusterControl | None = None) -> int:
+    """Run the dashboard until `q`; returns the exit status. With `cluster`, `backend` is its ClusterSource."""
     from ipvsman.poller import Poller
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -1186,13 +1216,15 @@ def run(options: argparse.Namespace, backend) -> int:
         audit=audit,
         configs=configs,
         sync_panel=sync_panel,
+        cluster=cluster,
     )
     names = make_names(options, demo, dashboard.on_names_update, configs)
     dashboard.names = names
     dashboard.refresh()
-    watcher = DirectorWatcher(dashboard.on_director_sample, load_local_addresses(options), HealthSampler())
+    addresses = load_local_addresses(options) if cluster is None else cluster.selected_addresses
+    watcher = DirectorWatcher(dashboard.on_director_sample, addresses, HealthSampler())
     dashboard.watcher = watcher
-    poller = Poller(
+    poller = cluster or Poller(
         backend,
         dashboard.on_snapshot,
         dashboard.on_result,
@@ -1206,7 +1238,9 @@ def run(options: argparse.Namespace, backend) -> int:
     loop = urwid.MainLoop(dashboard.top, PALETTE, screen=screen, handle_mouse=True)
     dashboard.attach(loop)
     # The threads start once the loop runs: call_from_thread refuses calls before that.
-    loop.set_alarm_in(0, lambda *_: (poller.start(), watcher.start()))
+    if demo:
+        dashboard.ipvsmand.use_demo()
+    loop.set_alarm_in(0, lambda *_: (poller.start(), watcher.start(), dashboard.ipvsmand.start(loop)))
     status = 0
     dashboard.collector.start()
     try:
@@ -1220,6 +1254,7 @@ def run(options: argparse.Namespace, backend) -> int:
         watcher.stop()
         poller.stop()
         sync_panel.stop()
+        dashboard.ipvsmand.stop()
         if names.resolver is not None:
             names.resolver.close()
         dashboard.drain_results()  # results that arrived as the loop stopped still reach the audit log
