@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from ipvsman import __version__
 
-SUBCOMMANDS = ("resync", "agent", "vips", "history")
+# each subcommand is a module of its own with main(argv) -> exit status
+SUBCOMMANDS = {
+    "resync": "ipvsman.sync.cli",
+    "agent": "ipvsman.cluster.agent",
+    "vips": "ipvsman.realserver_cli",
+    "history": "ipvsman.daemon.history",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,22 +253,9 @@ def make_backend(options: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "resync":
-        from ipvsman.sync.cli import main as resync_main
-
-        return resync_main(argv[1:])
-    if argv and argv[0] == "history":
-        from ipvsman.daemon.history import main as history_main
-
-        return history_main(argv[1:])
-    if argv and argv[0] == "vips":
-        from ipvsman.realserver_cli import main as vips_main
-
-        return vips_main(argv[1:])
-    if argv and argv[0] == "agent":
-        from ipvsman.cluster.agent import main as agent_main
-
-        return agent_main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])  # each subcommand's imports only when used
+        return module.main(argv[1:])
     parser = build_parser()
     options = parser.parse_args(argv)
     contradiction = contradictory_options(options)
