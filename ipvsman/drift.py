@@ -21,7 +21,7 @@ KINDS = (MISSING, EXTRA, SCHEDULER, PERSISTENCE, FORWARD, WEIGHT)
 
 # The kernel turns any forwarding method into "local" when the real server's address is one of
 # the director's own, so "local" agrees with whatever was configured.
-_LOCAL_FORWARD = "local"
+LOCAL_FORWARD = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ def find_drift(
             drifts.append(Drift(MISSING, wanted.key, configured=wanted.key, origin=wanted.origin))
             missing_services.append(wanted)
             continue
-        drifts.extend(_service_drift(wanted, actual))
+        drifts.extend(service_drift(wanted, actual))
         absent = []
         for dest in wanted.dests:
             key = wanted.dest_key(dest)
@@ -125,7 +125,7 @@ def find_drift(
                 drifts.append(Drift(MISSING, wanted.key, key, configured=dest.weight, origin=dest.origin, note=note))
                 absent.append(dest)
                 continue
-            if kernel_dest.forward != dest.forward and kernel_dest.forward != _LOCAL_FORWARD:
+            if not forward_agrees(dest.forward, kernel_dest.forward):
                 drifts.append(Drift(FORWARD, wanted.key, key, dest.forward, kernel_dest.forward, dest.origin))
             if kernel_dest.weight != dest.weight:
                 note = ""
@@ -187,12 +187,13 @@ def _address_order(address: str) -> int:
         return -1
 
 
-def _service_drift(wanted: ConfiguredService, actual: Service) -> list[Drift]:
+def service_drift(wanted: ConfiguredService, actual: Service) -> list[Drift]:
+    """Where a service itself (its scheduler, its persistence) differs from its configuration."""
     drifts = []
     if actual.scheduler != wanted.scheduler:
         drifts.append(Drift(SCHEDULER, wanted.key, None, wanted.scheduler, actual.scheduler, wanted.origin))
-    configured_persistence = _persistence_text(wanted.persistent, wanted.netmask, wanted.key.af)
-    actual_persistence = _persistence_text(actual.persistent, actual.netmask, actual.key.af)
+    configured_persistence = persistence_text(wanted.persistent, wanted.netmask, wanted.key.af)
+    actual_persistence = persistence_text(actual.persistent, actual.netmask, actual.key.af)
     if configured_persistence != actual_persistence:
         drifts.append(
             Drift(PERSISTENCE, wanted.key, None, configured_persistence, actual_persistence, wanted.origin)
@@ -200,13 +201,18 @@ def _service_drift(wanted: ConfiguredService, actual: Service) -> list[Drift]:
     return drifts
 
 
-def _persistence_text(timeout: int | None, netmask: str, af: str) -> str | None:
-    """'360s' or '360s /24'; the granularity shows only when it is not a single address."""
+def persistence_text(timeout: int | None, netmask: str, af: str) -> str | None:
+    """A service's persistence as '360s' or '360s /24' (the granularity when not one address); None when it has none."""
     if not timeout:
         return None
     bits = _prefix_length(netmask, af)
     full = 128 if af == "inet6" else 32
     return f"{timeout}s" if bits in (None, full) else f"{timeout}s /{bits}"
+
+
+def forward_agrees(configured: str, actual: str) -> bool:
+    """Whether the kernel's forwarding method is the configured one, or "local" (which any method becomes)."""
+    return actual == configured or actual == LOCAL_FORWARD
 
 
 def _prefix_length(netmask: str, af: str) -> int | None:

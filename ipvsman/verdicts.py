@@ -1,72 +1,51 @@
-"""ipvsmand's verdicts as the dashboard reads them: its state file checked field by field into immutable values."""
+"""ipvsmand's verdicts as the dashboard shows them: its state file as daemon.statefile reads it, made terminal-safe."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import ClassVar
 
-from ipvsman.model import WEIGHT_MAX, DestKey, Service, ServiceKey
+from ipvsman.daemon.health import IN_SERVICE, STATES
+from ipvsman.daemon.health import DOWN, FALLING, RISING, SUSPENDED, UNKNOWN, UP  # noqa: F401 (the views' words)
+from ipvsman.daemon.statefile import DEFAULT_PATH, MAX_BYTES, parse_service_key  # noqa: F401 (re-exported)
+from ipvsman.daemon.statefile import SCHEMA, DaemonState, RealServerState, StateFileError, clean_text
+from ipvsman.daemon.statefile import parse_state, read_state
+from ipvsman.model import DestKey, Service, ServiceKey
 from ipvsman.threadnames import name_this_thread
 
-SCHEMA = 1
-DEFAULT_PATH = "/run/ipvsman/ipvsmand.json"
-MAX_BYTES = 64 * 1024 * 1024  # what ipvsmand may write (about 200,000 real servers); more is not its file
-STALE_HEARTBEATS = 3  # a file not rewritten for this many heartbeats is stale
 READ_EVERY = 1.0  # seconds between looks at the file's mtime
-TEXT_LIMIT = 200  # characters kept of any text the file gives (a reason, a path)
-
-UP, DOWN, SUSPENDED, RISING, FALLING, UNKNOWN = "up", "down", "suspended", "rising", "falling", "unknown"
-STATES = (UP, DOWN, SUSPENDED, RISING, FALLING, UNKNOWN)
-IN_SERVICE = frozenset((UP, FALLING))  # what ipvsmand keeps in the kernel at its configured weight
-TAKEN_OUT = frozenset((DOWN, RISING, SUSPENDED))  # what it holds at weight 0, or removed
-ACTIONS = ("quiesce", "remove")
+ERRORS_SHOWN = 100  # a reload's refusals kept, of however many the file lists
+TAKEN_OUT = frozenset(STATES) - IN_SERVICE  # what ipvsmand holds at weight 0, or removed
 
 
 class VerdictsError(Exception):
     """The state file cannot be used; the message is one line naming the file and why."""
 
 
-def clean_text(text: str, limit: int = TEXT_LIMIT) -> str:
-    """Text from the file made safe for one line of a terminal: control characters (escape
-    sequences, newlines) become '?', and it is cut at `limit` characters."""
-    if len(text) <= limit and text.isprintable():  # nearly always: no character to look at one by one
-        return text
-    cleaned = "".join("?" if ord(char) < 32 or 127 <= ord(char) < 160 else char for char in text[:limit])
-    return cleaned + ("…" if len(text) > limit else "")
-
-
 def clock_time(when: float) -> str:
-    """14:02:11 in local time."""
-    return time.strftime("%H:%M:%S", time.localtime(when))
+    """14:02:11 in local time; ??:??:?? for a time the platform cannot show."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(when))
+    except (OverflowError, OSError, ValueError):  # a file's "since": 1e300 must not break a view
+        return "??:??:??"
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """What ipvsmand says about one real server."""
+class Verdict(RealServerState):
+    """What ipvsmand says about one real server, its text cleaned for a terminal."""
 
-    dest: DestKey
-    state: str  # one of STATES
-    since: float
-    good: int
-    rise: int
-    bad: int
-    fall: int
-    check: str
-    last_check_at: float | None
-    last_ok: bool | None
-    reason: str  # why the last check failed, "" when it passed
-    latency_ms: float | None
-    configured_weight: int
-    applied_weight: int | None  # None: ipvsmand removed it from the kernel
-    action: str  # "quiesce" or "remove"
+    dest: DestKey = field(init=False, repr=False, compare=False)  # the real server as the kernel backend's key
+
+    def __post_init__(self) -> None:
+        # Whoever made it (the file's reader, the demo), what it shows is one safe line.
+        object.__setattr__(self, "check", clean_text(self.check))
+        object.__setattr__(self, "reason", clean_text(self.reason))
+        object.__setattr__(self, "dest", self.dest_key())
 
     @property
     def word(self) -> str:
@@ -97,24 +76,21 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdicts:
-    """One read of ipvsmand's state file."""
+class Verdicts(DaemonState):
+    """One read of ipvsmand's state file, its text cleaned, its real servers by the kernel's key."""
 
-    path: str
-    version: str
-    pid: int
-    topology: str
-    applied_at: float
-    written_at: float
-    heartbeat: float
-    errors: tuple[str, ...] = ()
-    by_dest: Mapping[DestKey, Verdict] = field(default_factory=lambda: MappingProxyType({}))
+    server_kind: ClassVar[type[RealServerState]] = Verdict
+    by_dest: Mapping[DestKey, Verdict] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", clean_text(self.version))
+        object.__setattr__(self, "topology", clean_text(self.topology))
+        object.__setattr__(self, "errors", tuple(clean_text(error) for error in self.errors[:ERRORS_SHOWN]))
+        # Indexed once per read: the views look a real server up on every render.
+        object.__setattr__(self, "by_dest", MappingProxyType({verdict.dest: verdict for verdict in self.real_servers}))
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.written_at)
-
-    def stale(self, now: float) -> bool:
-        return self.age(now) > STALE_HEARTBEATS * self.heartbeat
 
     def stale_line(self, now: float) -> str | None:
         """One line when the file is stale, else None."""
@@ -132,212 +108,24 @@ class Verdicts:
         return found
 
 
-# -- parsing ----------------------------------------------------------------------------------------
-def read_verdicts(path: str, max_bytes: int = MAX_BYTES) -> Verdicts:
-    """Read and check the state file at `path`; VerdictsError (one line) when it cannot be used."""
-    where = f"ipvsmand state {path}"
-    try:
-        # O_NONBLOCK: a FIFO put in its place must not hang the reader; only a regular file is read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise VerdictsError(f"{where}: missing (is ipvsmand running?)") from None
-    except OSError as exc:
-        raise VerdictsError(f"{where}: not readable: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise VerdictsError(f"{where}: not a regular file")
-        if info.st_size > max_bytes:
-            raise VerdictsError(f"{where}: {info.st_size} bytes, more than the {max_bytes} bytes read")
-        chunks, total = [], 0
-        while total <= max_bytes:  # the size may grow between fstat and read
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise VerdictsError(f"{where}: not readable: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if total > max_bytes:
-        raise VerdictsError(f"{where}: more than the {max_bytes} bytes read")
-    return parse_verdicts(b"".join(chunks), path)
+NO_VERDICTS = Verdicts(SCHEMA, "", 0, "", 0.0, 0.0, 1.0, (), ())  # views 1-3 while the file cannot be used
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
+# -- reading ---------------------------------------------------------------------------------------
+def read_verdicts(path: str, max_bytes: int | None = None) -> Verdicts:
+    """The state file at `path` for the views; VerdictsError (one line naming it) when it cannot be used."""
+    try:
+        return read_state(path, max_bytes, Verdicts)
+    except StateFileError as exc:
+        raise VerdictsError(f"ipvsmand state {exc}") from None
 
 
 def parse_verdicts(data: bytes, path: str = "ipvsmand.json") -> Verdicts:
-    """The state file's bytes as Verdicts; VerdictsError (one line) for anything off the contract."""
-    where = f"ipvsmand state {path}"
+    """The state file's bytes for the views; VerdictsError (one line) for anything off the format."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise VerdictsError(f"{where}: not UTF-8 text") from None
-    try:
-        document = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise VerdictsError(f"{where}: not JSON: nested too deep") from None
-    except ValueError as exc:  # JSONDecodeError, NaN, an integer of thousands of digits
-        raise VerdictsError(f"{where}: not JSON: {clean_text(str(exc).splitlines()[0], 80)}") from None
-    if not isinstance(document, dict):
-        raise VerdictsError(f"{where}: not a JSON object")
-    schema = document.get("ipvsmand")
-    if type(schema) is not int:
-        raise VerdictsError(f"{where}: no schema version (\"ipvsmand\": {SCHEMA}): not ipvsmand's state file")
-    if schema != SCHEMA:
-        raise VerdictsError(f"{where}: schema version {schema}, this ipvsman reads {SCHEMA}: update one of them")
-    try:
-        return _verdicts(document, path)
-    except _Bad as exc:
-        raise VerdictsError(f"{where}: {exc}") from None
-
-
-class _Bad(Exception):
-    """A field off the contract: "real_servers[3].port: must be 0-65535, got 70000"."""
-
-
-def _show(value: object) -> str:
-    return clean_text(json.dumps(value)[:40], 40)
-
-
-def _field(document: dict, name: str, where: str = ""):
-    if name not in document:
-        raise _Bad(f"{where}{name}: missing")
-    return document[name]
-
-
-def _number(document: dict, name: str, where: str = "", *, optional: bool = False, low: float = 0.0) -> float | None:
-    value = document.get(name) if optional else _field(document, name, where)
-    if value is None and optional:
-        return None
-    if type(value) not in (int, float) or not math.isfinite(value) or value < low:
-        raise _Bad(f"{where}{name}: must be a number of at least {low:g}, got {_show(value)}")
-    return float(value)
-
-
-def _integer(document: dict, name: str, where: str = "", low: int = 0, high: int | None = None,
-             optional: bool = False) -> int | None:  # fmt: skip
-    value = document.get(name) if optional else _field(document, name, where)
-    if value is None and optional:
-        return None
-    if type(value) is not int or value < low or (high is not None and value > high):
-        bounds = f"{low}-{high}" if high is not None else f"at least {low}"
-        raise _Bad(f"{where}{name}: must be a whole number {bounds}, got {_show(value)}")
-    return value
-
-
-def _text(document: dict, name: str, where: str = "", default: str | None = None) -> str:
-    value = document.get(name, default) if default is not None else _field(document, name, where)
-    if not isinstance(value, str):
-        raise _Bad(f"{where}{name}: must be text, got {_show(value)}")
-    return clean_text(value)
-
-
-def _choice(document: dict, name: str, choices: tuple[str, ...], where: str) -> str:
-    value = _field(document, name, where)
-    if value not in choices:
-        raise _Bad(f"{where}{name}: must be one of {', '.join(choices)}, got {_show(value)}")
-    return value
-
-
-def _verdicts(document: dict, path: str) -> Verdicts:
-    heartbeat = _number(document, "heartbeat")
-    if heartbeat <= 0:
-        raise _Bad(f"heartbeat: must be more than 0, got {_show(document['heartbeat'])}")
-    errors = _field(document, "errors")
-    if not isinstance(errors, list) or not all(isinstance(error, str) for error in errors):
-        raise _Bad("errors: must be a list of text")
-    entries = _field(document, "real_servers")
-    if not isinstance(entries, list):
-        raise _Bad(f"real_servers: must be a list, got {_show(entries)}")
-    by_dest: dict[DestKey, Verdict] = {}
-    services: dict[str, ServiceKey] = {}  # a service's text is parsed once, however many servers it has
-    for index, entry in enumerate(entries):
-        verdict = _verdict(entry, f"real_servers[{index}].", services)
-        if verdict.dest in by_dest:
-            raise _Bad(f"real_servers[{index}]: {verdict.dest} is named twice")
-        by_dest[verdict.dest] = verdict
-    return Verdicts(
-        path=path,
-        version=_text(document, "version", default="?"),
-        pid=_integer(document, "pid", low=1),
-        topology=_text(document, "topology"),
-        applied_at=_number(document, "applied_at"),
-        written_at=_number(document, "written_at"),
-        heartbeat=heartbeat,
-        errors=tuple(clean_text(error) for error in errors[:100]),
-        by_dest=MappingProxyType(by_dest),
-    )
-
-
-def _verdict(entry: object, where: str, services: dict[str, ServiceKey]) -> Verdict:
-    if not isinstance(entry, dict):
-        raise _Bad(f"{where[:-1]}: must be an object, got {_show(entry)}")
-    service_text = _field(entry, "service", where)
-    if not isinstance(service_text, str):
-        raise _Bad(f"{where}service: must be text, got {_show(service_text)}")
-    service = services.get(service_text)
-    if service is None:
-        try:
-            service = services[service_text] = parse_service_key(service_text)
-        except ValueError as exc:
-            raise _Bad(f"{where}service: {exc}") from None
-    address = _field(entry, "address", where)
-    parsed = _address(address) if isinstance(address, str) else None
-    if parsed is None:
-        raise _Bad(f"{where}address: must be an IP address, got {_show(address)}")
-    last_ok = entry.get("last_ok")
-    if last_ok is not None and not isinstance(last_ok, bool):
-        raise _Bad(f"{where}last_ok: must be true, false or null, got {_show(last_ok)}")
-    return Verdict(
-        dest=DestKey(service, parsed, _integer(entry, "port", where, 0, 65535)),
-        state=_choice(entry, "state", STATES, where),
-        since=_number(entry, "since", where),
-        good=_integer(entry, "good", where),
-        rise=_integer(entry, "rise", where, low=1),
-        bad=_integer(entry, "bad", where),
-        fall=_integer(entry, "fall", where, low=1),
-        check=_text(entry, "check", where),
-        last_check_at=_number(entry, "last_check_at", where, optional=True),
-        last_ok=last_ok,
-        reason=_text(entry, "reason", where, default=""),
-        latency_ms=_number(entry, "latency_ms", where, optional=True),
-        configured_weight=_integer(entry, "configured_weight", where, 0, WEIGHT_MAX),
-        applied_weight=_integer(entry, "applied_weight", where, 0, WEIGHT_MAX, optional=True),
-        action=_choice(entry, "action", ACTIONS, where),
-    )
-
-
-def _address(text: str) -> str | None:
-    """The address as the kernel backend writes it (IPv6 compressed), or None when it is none."""
-    for family in (socket.AF_INET, socket.AF_INET6):  # inet_pton: ten times faster than ipaddress
-        try:
-            return socket.inet_ntop(family, socket.inet_pton(family, text))
-        except (OSError, ValueError):  # ValueError: a NUL in the text
-            pass
-    return None
-
-
-def parse_service_key(text: str) -> ServiceKey:
-    """str(ServiceKey) read back: "tcp 10.0.0.1:80", "udp [fd00::1]:53", "fwmark 12", "fwmark 12 (IPv6)"."""
-    words = text.split(" ")
-    if words[0] == "fwmark":
-        inet6 = words[2:] == ["(IPv6)"]
-        if len(words) not in (2, 3) or (len(words) == 3 and not inet6) or not words[1].isdigit():
-            raise ValueError(f"expected 'fwmark N', got {clean_text(text, 40)!r}")
-        mark = int(words[1])
-        if not 0 < mark < 2**32:
-            raise ValueError(f"a firewall mark must be 1-4294967295, got {mark}")
-        return ServiceKey("inet6" if inet6 else "inet", None, "", 0, fwmark=mark)
-    if len(words) != 2 or words[0] not in ("tcp", "udp", "sctp"):
-        raise ValueError(f"expected 'tcp|udp|sctp ADDRESS:PORT' or 'fwmark N', got {clean_text(text, 40)!r}")
-    from ipvsman.model import split_host_port
-
-    address, port = split_host_port(words[1])
-    return ServiceKey("inet6" if ":" in address else "inet", words[0], address, port)
+        return parse_state(data, path, Verdicts)
+    except StateFileError as exc:
+        raise VerdictsError(f"ipvsmand state {exc}") from None
 
 
 # -- against the kernel -----------------------------------------------------------------------------
@@ -434,19 +222,20 @@ DEMO_STATES = {
 
 def demo_verdicts(services: Iterable[Service], now: float) -> Verdicts:
     """What an ipvsmand watching the demo director might say: written just now, never stale."""
-    found = {}
+    found = []
     for service in services:
         check = "http" if service.key.port in (80, 443) else "dns" if service.key.protocol == "udp" else "tcp"
         for dest in service.dests:
-            key = DestKey(service.key, dest.address, dest.port)
             state, age, good, bad, reason, latency = DEMO_STATES.get((dest.address, dest.port),
                                                                      (UP, 3600.0, 3, 0, "", 1.2))  # fmt: skip
             configured = dest.weight or 50
-            applied = configured if state in IN_SERVICE else 0
-            found[key] = Verdict(key, state, now - age, good, 3, bad, 3, check, now - 0.5, state in (UP, RISING),
-                                 reason, latency, configured, applied, "quiesce")  # fmt: skip
-    return Verdicts(path="(demo)", version="demo", pid=DEMO_PID, topology=DEMO_TOPOLOGY, applied_at=now - 3600.0,
-                    written_at=now, heartbeat=5.0, by_dest=MappingProxyType(found))  # fmt: skip
+            found.append(Verdict(
+                service=str(service.key), address=dest.address, port=dest.port, state=state, since=now - age,
+                good=good, rise=3, bad=bad, fall=3, check=check, last_check_at=now - 0.5, last_ok=state in (UP, RISING),
+                reason=reason, latency_ms=latency, configured_weight=configured,
+                applied_weight=configured if state in IN_SERVICE else 0, action="quiesce",
+            ))  # fmt: skip
+    return Verdicts(SCHEMA, "demo", DEMO_PID, DEMO_TOPOLOGY, now - 3600.0, now, 5.0, (), tuple(found))
 
 
 # -- reloading the daemon ---------------------------------------------------------------------------

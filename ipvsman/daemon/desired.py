@@ -1,65 +1,73 @@
-"""The desired-state plan: what IPVS must be told so it holds the topology's services, given the checks' verdicts.
-
-Pure: the topology, the kernel's services and which real servers are in service in, a tuple of
-actions out. Only services the topology names are looked at, so IPVS services of keepalived,
-ldirectord or an operator are never touched. Within a named service ipvsmand owns everything:
-a real server the topology does not list is removed.
-"""
+"""The desired-state plan: what IPVS must be told so it holds the topology's services, given the checks' verdicts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ipvsman.drift import _persistence_text as persistence_text
-from ipvsman.model import DestKey, Service, ServiceKey, join_host_port
+from ipvsman.drift import LOCAL_FORWARD  # noqa: F401 (kernel.apply reads it here)
+from ipvsman.drift import forward_agrees, persistence_text, service_drift
+from ipvsman.model import DestKey, Service, ServiceKey
 from ipvsman.topology import ConfiguredDest, ConfiguredService
 
 QUIESCE = "quiesce"
 REMOVE = "remove"
-LOCAL_FORWARD = "local"  # the kernel's word for any method to one of the director's own addresses
+
+
+def _settings(scheduler: str, persistent: int | None, netmask: str, af: str) -> str:
+    """wrr, or wrr persistent 360s /24: a service's settings in words."""
+    persistence = persistence_text(persistent, netmask, af)
+    return f"{scheduler} persistent {persistence}" if persistence else scheduler
 
 
 @dataclass(frozen=True, slots=True)
-class CreateService:
+class _ServiceAction:
     key: ServiceKey
     scheduler: str
     persistent: int | None
     netmask: str
 
+    @property
+    def settings(self) -> str:
+        return _settings(self.scheduler, self.persistent, self.netmask, self.key.af)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateService(_ServiceAction):
     def __str__(self) -> str:
-        return f"create {self.key} scheduler {self.scheduler}{_persistence_words(self)}"
+        return f"create {self.key} scheduler {self.settings}"
 
 
 @dataclass(frozen=True, slots=True)
-class EditService:
-    key: ServiceKey
-    scheduler: str
-    persistent: int | None
-    netmask: str
+class EditService(_ServiceAction):
     was: str  # what the kernel had, in words
 
     def __str__(self) -> str:
-        return f"edit {self.key}: scheduler {self.scheduler}{_persistence_words(self)} (was {self.was})"
+        return f"edit {self.key}: scheduler {self.settings} (was {self.was})"
 
 
 @dataclass(frozen=True, slots=True)
-class AddDest:
+class _DestAction:
     service: ServiceKey
     address: str
     port: int
+
+    @property
+    def dest(self) -> DestKey:
+        return DestKey(self.service, self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class AddDest(_DestAction):
     forward: str
     weight: int
 
     def __str__(self) -> str:
-        return f"add {self.service} -> {join_host_port(self.address, self.port)} {self.forward} weight {self.weight}"
+        return f"add {self.dest} {self.forward} weight {self.weight}"
 
 
 @dataclass(frozen=True, slots=True)
-class SetDest:
-    service: ServiceKey
-    address: str
-    port: int
+class SetDest(_DestAction):
     forward: str
     weight: int
     was_forward: str
@@ -67,29 +75,18 @@ class SetDest:
 
     def __str__(self) -> str:
         forward = f" {self.was_forward} -> {self.forward}" if self.forward != self.was_forward else ""
-        return (
-            f"set {self.service} -> {join_host_port(self.address, self.port)}{forward}"
-            f" weight {self.was_weight} -> {self.weight}"
-        )
+        return f"set {self.dest}{forward} weight {self.was_weight} -> {self.weight}"
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveDest:
-    service: ServiceKey
-    address: str
-    port: int
+class RemoveDest(_DestAction):
     why: str  # "failed its checks" or "not in the topology"
 
     def __str__(self) -> str:
-        return f"remove {self.service} -> {join_host_port(self.address, self.port)} ({self.why})"
+        return f"remove {self.dest} ({self.why})"
 
 
 Action = CreateService | EditService | AddDest | SetDest | RemoveDest
-
-
-def _persistence_words(action: CreateService | EditService) -> str:
-    text = persistence_text(action.persistent, action.netmask, action.key.af)
-    return f" persistent {text}" if text else ""
 
 
 def failure_action(dest: ConfiguredDest) -> str:
@@ -108,17 +105,20 @@ def plan(
     kernel: Iterable[Service],
     in_service: Callable[[DestKey], bool],
 ) -> tuple[Action, ...]:
-    """The actions that make `kernel` hold `configured`, services first, in topology order."""
+    """The actions that make `kernel` hold `configured`, services first, in topology order.
+
+    Pure. Only services the topology names are looked at, so IPVS services of keepalived,
+    ldirectord or an operator are never touched. Within a named service ipvsmand owns everything:
+    a real server the topology does not list is removed.
+    """
     actual = {service.key: service for service in kernel}
     actions: list[Action] = []
     for wanted in configured:
         have = actual.get(wanted.key)
         if have is None:
             actions.append(CreateService(wanted.key, wanted.scheduler, wanted.persistent, wanted.netmask))
-        elif _service_differs(wanted, have):
-            was = f"{have.scheduler}" + (
-                f" persistent {persistence_text(have.persistent, have.netmask, have.key.af)}" if have.persistent else ""
-            )
+        elif service_drift(wanted, have):
+            was = _settings(have.scheduler, have.persistent, have.netmask, have.key.af)
             actions.append(EditService(wanted.key, wanted.scheduler, wanted.persistent, wanted.netmask, was))
         kernel_dests = {(dest.address, dest.port): dest for dest in have.dests} if have else {}
         for dest in wanted.dests:
@@ -129,22 +129,10 @@ def plan(
                     actions.append(AddDest(wanted.key, dest.address, dest.port, dest.forward, weight))
             elif weight is None:
                 actions.append(RemoveDest(wanted.key, dest.address, dest.port, "failed its checks"))
-            elif current.weight != weight or not _forward_agrees(dest.forward, current.forward):
+            elif current.weight != weight or not forward_agrees(dest.forward, current.forward):
                 actions.append(
                     SetDest(wanted.key, dest.address, dest.port, dest.forward, weight, current.forward, current.weight)
                 )
         for address, port in kernel_dests:
             actions.append(RemoveDest(wanted.key, address, port, "not in the topology"))
     return tuple(actions)
-
-
-def _service_differs(wanted: ConfiguredService, have: Service) -> bool:
-    if have.scheduler != wanted.scheduler:
-        return True
-    return persistence_text(wanted.persistent, wanted.netmask, wanted.key.af) != persistence_text(
-        have.persistent, have.netmask, have.key.af
-    )
-
-
-def _forward_agrees(configured: str, actual: str) -> bool:
-    return actual == configured or actual == LOCAL_FORWARD

@@ -10,6 +10,7 @@ from ipvsman.model import DestKey, Snapshot
 from ipvsman.ui.audit import ATTEMPT, AuditLog, AuditLogError
 from ipvsman.verdicts import (
     DEFAULT_PATH,
+    NO_VERDICTS,
     VerdictReader,
     Verdicts,
     VerdictsError,
@@ -115,8 +116,7 @@ class IpvsmandLink:
         columns stay, with '-': the operator sees the daemon is watched but says nothing); None unwatched."""
         if self.verdicts is not None or not self.watched:
             return self.verdicts
-        return Verdicts(path=self.path or "", version="", pid=0, topology="", applied_at=0.0, written_at=0.0,
-                        heartbeat=1.0)  # fmt: skip
+        return NO_VERDICTS
 
     def header_words(self, now: float) -> list[tuple[str, str]]:
         """The header's word, when there is one: IPVSMAND 41s OLD, IPVSMAND ? (no usable file), IPVSMAND DRIFT 2."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,19 +11,20 @@ import pytest
 import urwid.testing
 from uihelpers import (
     TAKEN_AT,
+    TOPOLOGY,
     WEB,
     WEB1,
     WEB2,
     WEB3,
     WEB_TLS,
-    FakeBackend,
-    fixed_names,
-    make_options,
+    make_dashboard,
     make_services,
     make_snapshot,
     screen,
 )
 
+from ipvsman.daemon import health
+from ipvsman.daemon.engine import Daemon
 from ipvsman.model import DestKey
 from ipvsman.poller import CommandResult, RemoveDest, SetWeight
 from ipvsman.ui.app import Dashboard
@@ -86,15 +88,7 @@ def state_path(tmp_path):
 
 def watching(state_path, poller, clock, tmp_path, **options) -> Dashboard:
     """A dashboard given --ipvsmand-state, with the file read as the reader thread reads it."""
-    board = Dashboard(
-        make_options(audit_log=str(tmp_path / "audit.log"), ipvsmand_state=str(state_path), **options),
-        poller=poller,
-        backend=FakeBackend(),
-        hostname="lvs-test",
-        clock=clock,
-        names=fixed_names(show=False),
-    )
-    board.apply_snapshot(make_snapshot())
+    board = make_dashboard(poller, clock, tmp_path, names=False, ipvsmand_state=str(state_path), **options)
     reread(board)
     return board
 
@@ -227,7 +221,7 @@ def test_h_asks_naming_pid_and_topology_then_sends_sighup(state_path, poller, cl
     press(board, "H", "y")
     assert sent == [(4321, signal.SIGHUP)]
     assert "ipvsmand (pid 4321) told to reload its topology (SIGHUP)" in screen(board)[-1]
-    log = (tmp_path / "audit.log").read_text().splitlines()
+    log = (tmp_path / "audit" / "changes.log").read_text().splitlines()
     assert [line.rsplit("result=", 1)[1] for line in log] == ['"attempt"', '"ok"']
     assert 'action=reload-ipvsmand pid=4321 topology="/etc/ipvsman/topology"' in log[0]
 
@@ -264,6 +258,47 @@ def test_the_demo_shows_made_up_verdicts(dashboard):
     text = "\n".join(screen(dashboard, (100, 60)))
     assert "IPVSMAND DRIFT 1" in text and "rising 2/3" in text and "DOWN" in text
     assert any(line.rstrip().endswith("ipvsmand") for line in text.splitlines())
+
+
+class SnapshotIpvs:
+    """ipvsmand's kernel: the snapshot's IPVS, read and never changed (the operator has not let it act yet)."""
+
+    async def read_services(self):
+        return make_services()
+
+    async def apply(self, action):
+        pass
+
+
+def test_what_the_daemon_writes_the_dashboard_shows(poller, clock, tmp_path):
+    topology = tmp_path / "topology"
+    topology.write_text(TOPOLOGY)
+    state_path = tmp_path / "run" / "ipvsmand.json"
+    daemon = Daemon(str(topology), SnapshotIpvs(), state_path=str(state_path))
+
+    async def check_and_write():
+        assert await daemon.load()
+        for key, result in ((WEB1, health.CheckResult(True, "", 1.5)), (WEB2, health.CheckResult(False, "refused"))):
+            monitor = daemon.monitors[key]
+            for _ in range(3):
+                monitor.health = health.observe(monitor.health, result, TAKEN_AT - 200.0)
+        await daemon.reconcile()
+        daemon.write_state()
+
+    asyncio.run(check_and_write())
+    board = watching(state_path, poller, clock, tmp_path)
+    press(board, "2")
+    lines = screen(board)
+    assert "UP" in row_of(lines, "10.1.0.11:80 ") and "ipvsmand" not in row_of(lines, "10.1.0.11:80 ")
+    assert row_of(lines, "10.1.0.12:80 ").rstrip().endswith("ipvsmand")  # DOWN at weight 0; the kernel has 50
+    assert "SUSPENDED" in row_of(lines, "10.1.0.13:80 ")  # -w0 in the topology
+    assert "unknown" in row_of(lines, "10.1.0.53:53")  # not checked yet
+    assert "IPVSMAND DRIFT 2" in lines[0]  # and 10.1.0.14, which it would add
+    select(board, "3", WEB2)
+    text = "\n".join(screen(board, (100, 60)))
+    assert 'ipvsmand DOWN since 22:10:00 "refused"  (tcp, weight 50, applied 0)' in text
+    assert "DRIFT  kernel weight 50, ipvsmand says DOWN (weight 0)" in text
+    assert 'ipvsmand UP since 22:10:00  (tcp, 1.5 ms, weight 100, applied 100)' in text
 
 
 # -- the guided drain ---------------------------------------------------------------------------------

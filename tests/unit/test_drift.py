@@ -15,6 +15,8 @@ from ipvsman.drift import (
     WEIGHT,
     dests_to_add,
     find_drift,
+    forward_agrees,
+    persistence_text,
     reload_restores_weight,
     reload_warning,
 )
@@ -191,6 +193,19 @@ def test_persistence_granularity_alone_is_drift(configuration):
     services = change(kernel_as_configured(), TLS, netmask="255.255.255.255")
     (drift,) = find_drift(services, configuration).drifts
     assert (drift.kind, drift.configured, drift.actual) == (PERSISTENCE, "600s /24", "600s")
+
+
+@pytest.mark.parametrize(
+    "timeout, netmask, af, text",
+    [(0, "", "inet", None), (360, "", "inet", "360s"), (360, "255.255.255.255", "inet", "360s"),
+     (360, "255.255.255.0", "inet", "360s /24"), (60, "64", "inet6", "60s /64"), (60, "128", "inet6", "60s")],
+)  # fmt: skip
+def test_persistence_text_names_the_granularity_only_when_wider_than_one_address(timeout, netmask, af, text):
+    assert persistence_text(timeout, netmask, af) == text  # ipvsmand's plan words it the same way
+
+
+def test_forwarding_agrees_when_the_kernel_says_local():
+    assert forward_agrees("masq", "masq") and forward_agrees("route", "local") and not forward_agrees("masq", "route")
 
 
 def test_a_local_real_server_is_not_a_forwarding_drift(configuration):

@@ -192,11 +192,59 @@ def test_wrong_types_in_a_real_server_name_it(field, value, words):
     assert words in refusal(document(server(**{field: value})))
 
 
-@pytest.mark.parametrize("field", ["service", "address", "port", "state", "since", "rise", "fall", "action"])
+# ipvsmand writes every field, null where it may be: a missing one is not its file (last_ok, reason and the
+# other nullable ones included).
+@pytest.mark.parametrize("field", [
+    "service", "address", "port", "state", "since", "rise", "fall", "action", "check", "last_check_at", "last_ok",
+    "reason", "latency_ms", "applied_weight",
+])  # fmt: skip
 def test_a_missing_field_is_named(field):
     entry = server()
     del entry[field]
     assert f"real_servers[0].{field}: missing" in refusal(document(entry))
+
+
+def test_a_missing_version_is_named():
+    doc = document()
+    del doc["version"]
+    assert refusal(doc).endswith("version: missing")
+
+
+@pytest.mark.parametrize(
+    "where, field, words",
+    [
+        ("top", "heartbeat", "heartbeat: must be a number"),
+        ("top", "written_at", "written_at: must be a number"),
+        ("top", "pid", "pid: must be a whole number 1-4194304"),
+        ("server", "since", "real_servers[0].since: must be a number"),
+        ("server", "latency_ms", "real_servers[0].latency_ms: must be a number"),
+        ("server", "good", "real_servers[0].good: must be a whole number"),
+    ],
+)
+def test_numbers_of_hundreds_of_digits_are_refused_not_raised(where, field, words):
+    huge = 10**400  # JSON reads it (under 4,300 digits); float() of it raises OverflowError
+    doc = document(**{field: huge}) if where == "top" else document(server(**{field: huge}))
+    assert words in refusal(doc)
+
+
+def test_a_number_that_reads_as_infinity_is_refused():
+    text = json.dumps(document()).replace('"heartbeat": 5.0', '"heartbeat": 1e999')  # no constant: json gives inf
+    assert "heartbeat: must be a number" in refusal(text.encode())
+
+
+def test_a_time_no_clock_can_show_is_shown_as_unknown_not_raised():
+    verdict = parse(document(server(state="down", since=1e300))).by_dest[WEB1]
+    assert verdict.describe() == "DOWN since ??:??:??"
+
+
+def test_lone_surrogates_and_bidi_overrides_never_reach_the_terminal():
+    verdict = parse(document(server(state="down", reason="a\ud800b\u202egnp.exe", check="http\u2028"))).by_dest[WEB1]
+    assert (verdict.reason, verdict.check) == ("a?b?gnp.exe", "http?")
+    verdict.describe().encode("utf-8")  # what the terminal is sent: no lone surrogate left to fail on
+
+
+def test_a_service_text_longer_than_any_service_is_refused():
+    assert "real_servers[0].service: expected a service" in refusal(document(server(service="tcp " + "1" * 100)))
 
 
 def test_a_real_server_named_twice_is_refused():
@@ -280,6 +328,12 @@ def test_drift_kernel_weight_while_ipvsmand_holds_it_out():
     assert verdict_drift(verdicts, kernel({"10.0.1.1": 0, "10.0.1.2": 0})) == {}
     drift = verdict_drift(verdicts, kernel({"10.0.1.1": 7, "10.0.1.2": 0}))
     assert drift == {WEB1: "kernel weight 7, ipvsmand says DOWN (weight 0)"}
+
+
+def test_drift_an_unchecked_server_is_in_service_as_ipvsmand_keeps_it():
+    verdicts = parse(document(server(state="unknown", good=0, last_check_at=None, last_ok=None, latency_ms=None)))
+    drift = verdict_drift(verdicts, kernel({"10.0.1.1": 0}))
+    assert drift == {WEB1: "kernel weight 0, ipvsmand says unknown (weight 50)"}
 
 
 def test_drift_ipvsmand_names_a_server_the_kernel_lacks_unless_it_removed_it():
