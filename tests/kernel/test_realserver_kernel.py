@@ -109,11 +109,19 @@ def link(ns, device: str = "dummy0") -> dict:
 
 
 def state(ns) -> str:
-    """Everything `ipvsman vips` could change in the namespace, as text to compare."""
-    return ns.run(
-        "ip -d link show; ip addr show; for f in /proc/sys/net/ipv4/conf/*/arp_ignore "
-        "/proc/sys/net/ipv4/conf/*/arp_announce; do echo $f $(cat $f); done"
-    ).stdout
+    """Everything `ipvsman vips` could change in the namespace, as text to compare, once settled."""
+    # A new veth gets its carrier, and its IPv6 addresses leave duplicate address detection
+    # ("tentative"), a moment after it is up: compared before that, the text would change under
+    # the test by itself.
+    deadline = time.monotonic() + 20
+    while True:
+        text = ns.run(
+            "ip -d link show; ip addr show; for f in /proc/sys/net/ipv4/conf/*/arp_ignore "
+            "/proc/sys/net/ipv4/conf/*/arp_announce; do echo $f $(cat $f); done"
+        ).stdout
+        if ("NO-CARRIER" not in text and "tentative" not in text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
 
 
 def test_first_run_holds_exactly_the_served_vips_and_a_second_changes_nothing(netns_pair, conf):
