@@ -8,11 +8,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ipvsman import guest
+from waiting import wait_until
 
 _counter = itertools.count()
 
@@ -109,18 +109,9 @@ def netns_pair():
             ns.run(
                 f"ip addr add {v4} dev {dev} && ip -6 addr add {v6} dev {dev} nodad && ip link set {dev} up"
             )
-        wait_for(lambda: "UP" in a.run("ip -br link show va").stdout, "veth va up")
+        wait_until(lambda: "UP" in a.run("ip -br link show va").stdout, "veth va up")
         yield a, b
     finally:
         a.close()
         b.close()
 
-
-def wait_for(condition, what: str, timeout: float = 60.0, interval: float = 0.2):
-    """Poll `condition` until true; fail naming `what` after `timeout` seconds (guest time is slow)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ipvsman.daemon.statefile import read_state
+from waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -34,14 +35,6 @@ DNS_RESPONDER = textwrap.dedent(
         sock.sendto(struct.pack("!HHHHHH", data[0] << 8 | data[1], 0x8180, 1, 1, 0, 0) + data[12:end] + answer, peer)
     """
 )
-
-
-def wait_for(condition, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
 
 
 def weights(director, vip: str, protocol: str = "-t") -> dict[str, int]:
@@ -90,16 +83,16 @@ def test_ipvsmand_holds_ipvs_to_the_topology(netns_pair, tmp_path):
         return log_path.read_text()[-3000:] if log_path.exists() else "(no log)"
 
     try:
-        wait_for(lambda: weights(director, "10.0.0.1:80") == {"10.99.0.2:8080": 50, "10.99.0.3:8080": 20},
+        wait_until(lambda: weights(director, "10.0.0.1:80") == {"10.99.0.2:8080": 50, "10.99.0.3:8080": 20},
                  f"ipvsmand to create 10.0.0.1:80; log:\n{log_tail()}", timeout=START)  # fmt: skip
         assert "wrr" in director.run("ipvsadm -Ln -t 10.0.0.1:80").stdout
         assert weights(director, "10.0.0.2:53", "-u") == {"10.99.0.2:5353": 1}
-        wait_for(lambda: _state_of(state_path, "10.99.0.2", 5353) == "up", "the DNS check to pass", timeout=120)
+        wait_until(lambda: _state_of(state_path, "10.99.0.2", 5353) == "up", "the DNS check to pass", timeout=120)
 
         # web1 stops: its weight goes to 0 within fall x interval (plus the guest's slowness).
         os.killpg(web["10.99.0.2"].pid, signal.SIGKILL)
         stopped = time.monotonic()
-        wait_for(lambda: weights(director, "10.0.0.1:80").get("10.99.0.2:8080") == 0,
+        wait_until(lambda: weights(director, "10.0.0.1:80").get("10.99.0.2:8080") == 0,
                  f"web1 quiesced; log:\n{log_tail()}", timeout=120)  # fmt: skip
         print(f"web1 stopped -> weight 0 after {time.monotonic() - stopped:.1f} s (fall 2 x interval 1 s, guest time)")
         assert weights(director, "10.0.0.1:80")["10.99.0.3:8080"] == 20
@@ -111,17 +104,17 @@ def test_ipvsmand_holds_ipvs_to_the_topology(netns_pair, tmp_path):
             f"cd {shlex.quote(str(tmp_path))} && exec {sys.executable} -m http.server --bind 10.99.0.2 8080",
             stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"),
         )  # fmt: skip
-        wait_for(lambda: weights(director, "10.0.0.1:80").get("10.99.0.2:8080") == 50,
+        wait_until(lambda: weights(director, "10.0.0.1:80").get("10.99.0.2:8080") == 50,
                  f"web1 restored; log:\n{log_tail()}", timeout=180)  # fmt: skip
 
         # SIGHUP with a third real server added; then a broken line, which changes nothing.
         topology.write_text(web_line.format(more=', "web3:10.99.0.4:8080 -w 30"') + dns_line)
         os.kill(_daemon_pid(state_path), signal.SIGHUP)
-        wait_for(lambda: weights(director, "10.0.0.1:80").get("10.99.0.4:8080") == 30,
+        wait_until(lambda: weights(director, "10.0.0.1:80").get("10.99.0.4:8080") == 30,
                  f"web3 added on SIGHUP; log:\n{log_tail()}", timeout=120)  # fmt: skip
         topology.write_text(web_line.format(more="") + "Broken:t:10.0.0.3 [nonsense\n")
         os.kill(_daemon_pid(state_path), signal.SIGHUP)
-        wait_for(lambda: read_state(str(state_path)).errors, "the broken line reported", timeout=120)
+        wait_until(lambda: read_state(str(state_path)).errors, "the broken line reported", timeout=120)
         errors = read_state(str(state_path)).errors
         assert len(errors) == 1 and errors[0].startswith(f"{topology}:2: "), errors
         assert weights(director, "10.0.0.1:80").get("10.99.0.4:8080") == 30  # the running configuration stays
@@ -132,7 +125,7 @@ def test_ipvsmand_holds_ipvs_to_the_topology(netns_pair, tmp_path):
         before = director.run("ipvsadm -Ln").stdout
         daemon_pid = _daemon_pid(state_path)
         os.kill(daemon_pid, signal.SIGTERM)
-        wait_for(lambda: daemon.poll() is not None, "ipvsmand to stop on SIGTERM", timeout=120)
+        wait_until(lambda: daemon.poll() is not None, "ipvsmand to stop on SIGTERM", timeout=120)
         assert daemon.returncode == 0, log_tail()
         assert director.run("ipvsadm -Ln").stdout == before
         assert "stopping; IPVS is left as it is" in log_path.read_text()

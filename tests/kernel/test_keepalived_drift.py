@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from ipvsman.keepalived import read_keepalived
 from ipvsman.kernel.backend import KernelBackend
 from ipvsman.model import DestKey, ServiceKey
 from ipvsman.vips import read_vip_owners
+from waiting import wait_until
 
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -91,16 +91,6 @@ LISTENER = "exec busybox nc -ll -p 8080 -e /bin/true"
 EXPECTED_RULES = 6 + 7  # `ipvsadm -Sn` lines: six services, seven real servers
 
 
-def wait_until(condition, what: str, timeout: float = 180.0) -> None:
-    # Everything in the guest is ~30x slower; this bounds a wait, it measures nothing.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def poll_services(netns_name: str):
     backend = KernelBackend(netns=netns_name)
     backend.open()
@@ -121,7 +111,7 @@ def test_keepalived_programs_ipvs_without_drift_until_a_weight_changes(netns, tm
 
     netns.run("ip addr add 10.98.0.2/32 dev lo && ip addr add 10.98.0.10/32 dev lo")
     netns.popen(LISTENER)
-    wait_until(lambda: ":8080" in netns.run("ss -ltn", check=False).stdout, "the health-checked server to listen")
+    wait_until(lambda: ":8080" in netns.run("ss -ltn", check=False).stdout, "the health-checked server to listen", timeout=180)
     netns.popen(
         f"exec {KEEPALIVED} -n -l -D -C -f {conf} -p {tmp_path / 'k.pid'} -c {tmp_path / 'c.pid'}"
         f" -r {tmp_path / 'v.pid'} > {log} 2>&1"
@@ -132,7 +122,7 @@ def test_keepalived_programs_ipvs_without_drift_until_a_weight_changes(netns, tm
         return len(rules) >= EXPECTED_RULES
 
     try:
-        wait_until(programmed, "keepalived to program IPVS")
+        wait_until(programmed, "keepalived to program IPVS", timeout=180)
     except AssertionError:
         raise AssertionError(
             f"keepalived did not program IPVS:\n{netns.run('ipvsadm -Ln', check=False).stdout}\n"

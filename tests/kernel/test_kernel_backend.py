@@ -15,6 +15,7 @@ import pytest
 from ipvsman import model
 from ipvsman.backend import BackendError, NotPermitted
 from ipvsman.kernel.backend import KernelBackend, enter_netns
+from waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -81,15 +82,6 @@ def drop_cap_net_admin():
     data[0] &= ~(1 << CAP_NET_ADMIN)
     if libc.capset(header, data) != 0:
         raise OSError(ctypes.get_errno(), "capset")
-
-
-def wait_until(condition, what: str, timeout: float = 120.0):
-    """Poll `condition` until true (guest time is slow); fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 # The kernel folds each CPU's counters into the ones it reports from its estimator timer, every

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ipvsman.realserver_cli import main as vips_main
+from waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -229,22 +230,13 @@ def test_watch_applies_again_when_the_file_changes(netns_pair, conf):
     _, real = netns_pair
     log = conf.parent / "watch.log"
     real.popen(python_command("vips", "--keepalived", str(conf), "--watch", "--interval", "0.2") + f" > {log} 2>&1")
-    wait_for(lambda: addresses_or_none(real) == SERVED, "the first apply", timeout=240)
+    wait_until(lambda: addresses_or_none(real) == SERVED, "the first apply", timeout=240)
     replacement = conf.parent / "keepalived.conf.new"
     replacement.write_text(CONF.replace("include services.d/*.conf\n", ""))
     os.rename(replacement, conf)  # as rsync replaces a file
-    wait_for(lambda: addresses_or_none(real) == SERVED - {"10.99.1.2/32"}, "the apply after the change", timeout=120)
+    wait_until(lambda: addresses_or_none(real) == SERVED - {"10.99.1.2/32"}, "the apply after the change", timeout=120)
     time.sleep(1)
     assert "changed: applying again" in log.read_text()
-
-
-def wait_for(condition, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def addresses_or_none(ns) -> set[str] | None:

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from ipvsman.sync import cli
 from ipvsman.sync.monitor import SyncMonitor
 from ipvsman.sync.resync import SyncSettings, build_plan
 from ipvsman.sync.sender import read_conn_table
+from waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -85,16 +85,6 @@ os.replace(out + ".part", out)
 while True:
     time.sleep(3600)
 """
-
-
-def wait_until(condition, what: str, timeout: float = WAIT, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def key(conn: Connection) -> tuple:

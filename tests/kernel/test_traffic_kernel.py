@@ -14,6 +14,7 @@ import pytest
 from ipvsman import model
 from ipvsman.kernel.backend import KernelBackend
 from ipvsman.poller import aggregate_connections
+from waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -118,18 +119,10 @@ def director(netns_pair, netns):
         + "".join(f"ip -6 addr add {a}/64 dev r0 nodad && " for a in REALS6)
         + "ip link set r0 up && ip route add default via 10.98.1.1 && ip -6 route add default via fd00:11::1"
     )
-    wait_for(lambda: "UP" in real.run("ip -br link show r0").stdout, "veth r0 up")
+    wait_until(lambda: "UP" in real.run("ip -br link show r0").stdout, "veth r0 up")
     real.popen(f"{sys.executable} -c {shlex.quote(SERVER)} 300")
-    wait_for(lambda: f":{REAL_PORT}" in real.run("ss -Hltn").stdout, "the real servers to listen")
+    wait_until(lambda: f":{REAL_PORT}" in real.run("ss -Hltn").stdout, "the real servers to listen")
     return client, director
-
-
-def wait_for(condition, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def start_client(client, vip: str, held: int, count: int, rate: float, duration: float, linger: float):
@@ -201,7 +194,7 @@ def test_rates_under_traffic_equal_ipvsadm(director, director_thread):
     )
     rate = 8.0
     start_client(client, VIP4, held=0, count=rate * 90, rate=rate, duration=90, linger=0)
-    wait_for(lambda: listed_rates(ipvsadm_in(director_ns))[SERVICE4][0] > 0, "a connection rate to show")
+    wait_until(lambda: listed_rates(ipvsadm_in(director_ns))[SERVICE4][0] > 0, "a connection rate to show")
     time.sleep(WARM_UP / 2)
     t0, s0 = time.monotonic(), director_thread.call(director_thread.backend.poll, False)
     time.sleep(WARM_UP / 2)
@@ -279,7 +272,7 @@ def test_ipv6_connections_under_traffic_equal_ipvsadm(director, director_thread)
             states.count("TIME_WAIT") == short
         )
 
-    wait_for(ready, f"{held} held and {short} closed IPv6 connections", timeout=180)
+    wait_until(ready, f"{held} held and {short} closed IPv6 connections", timeout=180)
 
     for _ in range(5):
         before, listing_before, state, listing_after, after = director_thread.call(
