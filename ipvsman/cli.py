@@ -131,6 +131,8 @@ def number_type(what: str, low: float, high: float | None = None, *, whole: bool
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    from ipvsman.cluster.syncprobe import MAX_PERIOD, MIN_PERIOD
+
     cluster = parser.add_argument_group("several directors (each runs `ipvsman agent`, reached over ssh by ClusterShell)")
     cluster.add_argument("--nodes", metavar="NODESET", help="watch these directors: a ClusterShell nodeset, "
                          "e.g. 'lvs-[1-2]' or '@lvs' (with --demo: a simulated cluster)")  # fmt: skip
@@ -142,6 +144,10 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
                          metavar="SECONDS", help="ssh connect timeout (default ClusterShell's, 10)")  # fmt: skip
     cluster.add_argument("--agent-command", default=None, metavar="COMMAND",
                          help="how to start the agent on a node (default 'ipvsman agent')")  # fmt: skip
+    cluster.add_argument("--sync-probe", type=number_type("sync probe period", MIN_PERIOD, MAX_PERIOD), default=None,
+                         metavar="SECONDS", help="every SECONDS the node holding the VIP sends a marked probe "
+                         "connection through the sync protocol and every backup reports when it arrived: view 6 "
+                         f"shows each backup's delay and loss ({MIN_PERIOD:g}-{MAX_PERIOD:g}; default off)")  # fmt: skip
 
 
 def make_cluster(options: argparse.Namespace):
@@ -167,7 +173,8 @@ def cluster_contradiction(options: argparse.Namespace) -> str | None:
     """Why the several-directors options cannot all be obeyed, in one line; None when they can."""
     if not options.nodes:
         for flag, given in (("--via", options.via), ("--fanout", options.fanout),
-                            ("--connect-timeout", options.connect_timeout), ("--agent-command", options.agent_command)):  # fmt: skip
+                            ("--connect-timeout", options.connect_timeout), ("--agent-command", options.agent_command),
+                            ("--sync-probe", options.sync_probe)):  # fmt: skip
             if given is not None:
                 return f"{flag} goes with --nodes"
         return None
@@ -181,6 +188,10 @@ def cluster_contradiction(options: argparse.Namespace) -> str | None:
         return "--nodes with --once prints JSON: add --json"
     if options.list_connections or options.check_drift:
         return "--connections and --check-drift read one director: leave out --nodes"
+    if options.sync_probe is not None and options.once:
+        return "--sync-probe measures the dashboard's last minute: not with --once"
+    if options.sync_probe is not None and options.read_only:
+        return "--sync-probe sends probe connections to the backups: not with --read-only"
     return None
 
 

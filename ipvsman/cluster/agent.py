@@ -13,12 +13,17 @@ from typing import IO, Any
 
 from ipvsman import __version__
 from ipvsman.backend import Backend
-from ipvsman.cluster import wire
+from ipvsman.cluster import syncprobe, wire
 from ipvsman.cluster.state import Command, connection_key
 from ipvsman.model import DestKey, Snapshot
 from ipvsman.poller import AddDest, CommandResult, Poller, RemoveDest, SetWeight
+from ipvsman.threadnames import name_this_thread
+from ipvsman.ui.audit import ATTEMPT, AuditLog, AuditLogError
 
 READ_TABLE_WAIT = 60.0  # seconds a read-table request waits for a read before it is answered with a refusal
+PROBE_SLACK_LINES = 1024  # lines past the probe series' newest entry after which its bucket is behind a look-up
+PROBE_MIN_GAP = 0.02  # seconds between two look-ups for probes at least
+PROBE_BUDGET = 5.0  # percent of one CPU the look-ups may take when --conn-budget is 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-connections", dest="connections", action="store_false",
                         help="do not read the connection table unless a command asks")  # fmt: skip
     parser.add_argument("--read-only", action="store_true", help="refuse every command that changes or sends anything")
+    parser.add_argument("--audit-log", metavar="PATH", default=None,
+                        help="where this node logs the changes asked of it, '-' for stderr (default: as ipvsman's)")  # fmt: skip
     return parser
 
 
@@ -60,11 +67,17 @@ class Agent:
         connections: bool = True,
         netns: str | None = None,
         addresses: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        audit: AuditLog | None = None,
+        probe_scan: Callable[[int, set[int]], set[int]] | None = None,
     ):
         self.backend = backend
         self.output = output
         self.read_only = read_only
         self.netns = netns
+        self.audit = audit  # every change asked of this node, logged here too (the dashboard logs its own)
+        self._probe_scan = probe_scan  # None: this node's /proc/net/ip_vs_conn
+        budget = conn_budget if conn_budget else PROBE_BUDGET
+        self.probes = ProbeWatcher(probe_scan or proc_probe_scan(netns), self._answer_watch, budget / 100)
         self._addresses = addresses or self._local_addresses
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -74,7 +87,8 @@ class Agent:
         self.table = None  # the newest TableKeys sent
         self._table_seq: int | None = None  # TableRead.seq of the newest table sent
         self._sent_addresses: object = ()  # what the newest addresses line said
-        self._pending: dict[int, int] = {}  # id(poller command) -> request id
+        # id(poller command) -> (request id, the command: held, so that its id is not another's until answered)
+        self._pending: dict[int, tuple[int, Any]] = {}
         self._table_requests: list[tuple[int, list[int], float]] = []  # (request id, keys, asked at)
         self._job: threading.Thread | None = None
         self.closed = threading.Event()  # the dashboard stopped reading
@@ -99,6 +113,7 @@ class Agent:
         # Poller.stop joins the table reader, which the poller's thread starts when it opens the
         # backend: stopping before that (EOF at once) would join a thread not yet started.
         self._polled.wait(5)
+        self.probes.stop()
         self.poller.stop()
 
     # -- the poller's thread ---------------------------------------------------------------------------
@@ -159,8 +174,25 @@ class Agent:
         self._table_requests = waiting
 
     def _on_result(self, result: CommandResult) -> None:
-        request_id = self._pending.pop(id(result.command), None)
-        self.write(wire.encode_reply(request_id, result.ok, result.message))
+        request_id, _ = self._pending.pop(id(result.command), (None, None))
+        message = result.message
+        try:
+            self._audit(result.command, "ok" if result.ok else f"refused: {result.message}")
+        except AuditLogError as exc:  # made (or refused) already: the dashboard hears it went unlogged here
+            message = f"{message} (not logged on this node: {exc})"
+        self.write(wire.encode_reply(request_id, result.ok, message))
+
+    def _audit(self, command, result: str) -> None:
+        """One line of this node's audit log for a change; AuditLogError when it cannot be written."""
+        if self.audit is None:
+            return
+        if isinstance(command, SetWeight):
+            self.audit.record(command.dest, command.old_weight, command.new_weight, result)
+        elif isinstance(command, AddDest):
+            self.audit.record_add(command.service, command.address, command.port, command.forward, command.weight,
+                                  result)  # fmt: skip
+        elif isinstance(command, RemoveDest):
+            self.audit.record_remove(command.dest, result)
 
     # -- commands ------------------------------------------------------------------------------------
     def feed(self, line: str | bytes) -> None:
@@ -190,14 +222,16 @@ class Agent:
 
     def refusal(self, command: Command) -> str | None:
         """Why the command cannot run on this node now (one line), None when it can."""
-        if self.read_only and command.kind != "read-table":
+        reads = ("read-table", "probe-watch")
+        if self.read_only and command.kind not in reads:
             return "the agent runs with --read-only"
-        if command.kind in ("resync", "sync-test"):
-            if self.backend.name == "demo":
-                return "not in the demo (it would send to the real network)"
-            if self._job is not None and self._job.is_alive():
-                return f"{self._job.name.removeprefix('ipvsman-')} still running"
-        if self.snapshot is None and command.kind != "read-table":
+        if command.kind in ("resync", "sync-test", "sync-probe") and self.backend.name == "demo":
+            return "not in the demo (it would send to the real network)"
+        if command.kind == "probe-watch" and self.backend.name == "demo" and self._probe_scan is None:
+            return "not in the demo (it has no kernel table to look in)"
+        if command.kind in ("resync", "sync-test") and self._job is not None and self._job.is_alive():
+            return f"{self._job.name.removeprefix('ipvsman-')} still running"
+        if self.snapshot is None and command.kind not in reads:
             return "no poll yet"
         return None
 
@@ -210,7 +244,13 @@ class Agent:
         return key, None if dest is None else dest.weight, found_service is not None
 
     def _submit(self, request_id: int, command) -> None:
-        self._pending[id(command)] = request_id
+        # Logged here before it is made, as the dashboard does: a change this node cannot log is not made.
+        try:
+            self._audit(command, ATTEMPT)
+        except AuditLogError as exc:
+            self.write(wire.encode_reply(request_id, False, f"{command.describe()}: refused: {exc}"))
+            return
+        self._pending[id(command)] = (request_id, command)
         self.poller.submit(command)
 
     def _set_weight(self, request_id: int, args: dict[str, Any]) -> None:
@@ -245,6 +285,36 @@ class Agent:
 
     def _sync_test(self, request_id: int, args: dict[str, Any]) -> None:
         self._run_job(request_id, "sync-test", lambda: self._sync_test_work(args.get("service")))
+
+    def _sync_probe(self, request_id: int, args: dict[str, Any]) -> None:
+        """Send probe `seq` as the sync test sends its connection; the reply says when it left."""
+        from ipvsman.sync import resync
+        from ipvsman.sync.protocol import from_connection
+        from ipvsman.sync.sender import SyncConfigError
+
+        seq, timeout = args["seq"], args["timeout"]
+        try:
+            settings = resync.sync_test_settings(self.snapshot.state)
+            conn = from_connection(syncprobe.probe_connection(args["series"], seq, timeout), timeout=timeout)
+            sent_at = time.time()
+            # No backup is looked at here (no daemons given): the backups' agents do that.
+            result = resync.run_sync_test(settings, (), daemons=(), netns=self.netns, conn=conn)
+            error = result.error
+        except SyncConfigError as exc:
+            error = str(exc)
+        except Exception as exc:  # the dashboard must always get its answer
+            error = f"{type(exc).__name__}: {exc}"
+        if error:
+            self.write(wire.encode_reply(request_id, False, f"sync-probe {seq}: not sent: {error}"))
+        else:
+            self.write(wire.encode_reply(request_id, True, f"sync-probe {seq}: sent to {settings.destination}",
+                                         {"sent_at": sent_at}))  # fmt: skip
+
+    def _probe_watch(self, request_id: int, args: dict[str, Any]) -> None:
+        self.probes.watch(request_id, args["series"], args["seq"], args["wait"])
+
+    def _answer_watch(self, request_id: int, ok: bool, message: str, data: dict) -> None:
+        self.write(wire.encode_reply(request_id, ok, message, data))
 
     def _run_job(self, request_id: int, label: str, work: Callable[[], tuple[bool, str, dict]]) -> None:
         def run() -> None:
@@ -294,6 +364,152 @@ class Agent:
         return result.ok, result.summary(), {"key": key, "connection": conn.describe(), "sent_at": sent_at}
 
 
+class _Watch:
+    """One probe a backup was asked to look for."""
+
+    def __init__(self, request_id: int, series: int, seq: int, wait: float, now: float):
+        self.request_id, self.series, self.seq, self.wait = request_id, series, seq, wait
+        self.deadline = now + wait
+        self.first_at: float | None = None  # when the first look-up for it began
+        self.missed_at: float | None = None  # when the newest look-up that did not find it began
+        self.scans = 0
+
+
+class ProbeWatcher:
+    """The backups' half of the sync probe: looks the asked-for probes up in this node's table, in a
+    thread of its own, never more than `budget` of one CPU on average, and answers each watch once:
+    found (and by when) or not within its wait. One look-up answers every watch of a series."""
+
+    def __init__(self, scan: Callable[[int, set[int]], set[int]], answer: Callable[[int, bool, str, dict], None],
+                 budget: float, clock: Callable[[], float] = time.time):  # fmt: skip
+        self._scan = scan
+        self._answer = answer
+        self.budget = budget
+        self.clock = clock
+        self._watches: list[_Watch] = []
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.scans = 0  # look-ups made, for tests
+
+    def watch(self, request_id: int, series: int, seq: int, wait: float) -> None:
+        with self._changed:
+            self._watches.append(_Watch(request_id, series, seq, wait, self.clock()))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ipvsman-probes", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._changed:
+            self._changed.notify()
+
+    def _run(self) -> None:
+        name_this_thread()
+        while not self._stopped.is_set():
+            with self._changed:
+                while not self._watches and not self._stopped.is_set():
+                    self._changed.wait()
+                watches = list(self._watches)
+            if self._stopped.is_set():
+                return
+            cost = self.look(watches)
+            # The kernel's time walking the table is charged to this thread: the budget covers it.
+            self._stopped.wait(max(PROBE_MIN_GAP, cost / self.budget))
+
+    def look(self, watches: list[_Watch]) -> float:
+        """One look-up for `watches`; answers those that are settled; returns the CPU seconds it took."""
+        wanted: dict[int, set[int]] = {}
+        for watch in watches:
+            wanted.setdefault(watch.series, set()).add(syncprobe.probe_port(watch.seq))
+        started, cpu = self.clock(), time.thread_time()
+        found: dict[int, set[int]] = {}
+        error = None
+        try:
+            for series, ports in wanted.items():
+                found[series] = self._scan(series, ports)
+        except Exception as exc:  # a missing table, a namespace gone: every watch hears it
+            error = wire.one_line(str(exc) or type(exc).__name__)
+        ended = self.clock()
+        cost = time.thread_time() - cpu
+        self.scans += 1
+        settled = []
+        for watch in watches:
+            watch.scans += 1
+            watch.first_at = started if watch.first_at is None else watch.first_at
+            if error is not None:
+                self._answer(watch.request_id, False, f"probe-watch: cannot look: {error}", {})
+            elif syncprobe.probe_port(watch.seq) in found[watch.series]:
+                self._answer(watch.request_id, True, f"probe {watch.seq}: in the table (look-up {watch.scans})",
+                             {"found": True, "found_at": ended, "missed_at": watch.missed_at,
+                              "scans": watch.scans})  # fmt: skip
+            elif ended >= watch.deadline:
+                # When it was looked for: the dashboard counts a loss only if that was after its send.
+                self._answer(watch.request_id, True, f"probe {watch.seq}: not in the table after {watch.wait:g} s",
+                             {"found": False, "looked": [watch.first_at, started], "scans": watch.scans})  # fmt: skip
+            else:
+                watch.missed_at = started
+                continue
+            settled.append(watch)
+        with self._changed:
+            self._watches = [watch for watch in self._watches if watch not in settled]
+        return cost
+
+
+def scan_probe_entries(stream: IO[bytes], prefix: bytes, wanted: set[int], slack: int = PROBE_SLACK_LINES) -> set[int]:
+    """The virtual ports of the lines of /proc/net/ip_vs_conn (`stream`) that begin with `prefix`.
+
+    It stops reading as soon as every port in `wanted` was seen, or `slack` lines after the last
+    line of the prefix: all of a probe series sits in one hash bucket, and every read() of this
+    file walks the table again from its start, so the rest of the table is never read. Lines are
+    matched as bytes, none of them parsed.
+    """
+    needle = b"\n" + prefix
+    width = len(needle)
+    found: set[int] = set()
+    since_last: int | None = None  # lines read since the last line of the prefix; None before the first
+    rest = b""
+    while True:
+        chunk = stream.read(1 << 16)  # a seq_file gives a page or so whatever is asked
+        if not chunk:
+            return found
+        data = rest + chunk
+        end = data.rfind(b"\n") + 1
+        block, rest = b"\n" + data[:end], data[end:]  # a newline before the first line: each line starts after one
+        position, last = 0, -1
+        while (hit := block.find(needle, position)) >= 0:
+            try:
+                found.add(int(block[hit + width : hit + width + 4], 16))
+            except ValueError:
+                pass  # not a line of the table's format
+            position = last = hit + width
+        if last >= 0:
+            since_last = block.count(b"\n", last) - 1
+        elif since_last is not None:
+            since_last += block.count(b"\n") - 1
+        if wanted <= found or (since_last is not None and since_last > slack):
+            return found
+
+
+def proc_probe_scan(netns: str | None = None) -> Callable[[int, set[int]], set[int]]:
+    """Look-ups in this namespace's (or a named one's) /proc/net/ip_vs_conn, for the ProbeWatcher."""
+
+    def scan(series: int, wanted: set[int]) -> set[int]:
+        from ipvsman.kernel import procfs
+        from ipvsman.sync.sender import netns_entered
+
+        with netns_entered(netns):  # the file stays the namespace's once open
+            try:
+                stream = open(os.path.join(procfs.net_dir(), procfs.CONN_FILE), "rb", buffering=0)
+            except FileNotFoundError:
+                raise OSError(f"no /proc/net/{procfs.CONN_FILE}: is the ip_vs module loaded?") from None
+        with stream:
+            return scan_probe_entries(stream, syncprobe.proc_prefix(series), wanted)
+
+    return scan
+
+
 def command_lines(stream: IO[bytes], limit: int = wire.MAX_COMMAND_LINE) -> Iterator[bytes]:
     """The lines of `stream` until EOF; a line longer than `limit` comes as its first limit+1
     bytes (which decode_command refuses), its rest skipped, so that no line costs more memory."""
@@ -318,6 +534,21 @@ def make_backend(options: argparse.Namespace) -> Backend:
     return KernelBackend(netns=options.netns, read_only=options.read_only)
 
 
+def agent_audit_log(path: str | None, backend: Backend, netns: str | None = None,
+                    environ: dict[str, str] | None = None) -> AuditLog:  # fmt: skip
+    """This node's audit log, where ipvsman's dashboard would write it here; each line names the
+    node (its hostname) as the agent's, and the address the ssh session came from."""
+    from ipvsman.ui.audit import for_backend
+
+    environ = os.environ if environ is None else environ
+    audit = for_backend(path, backend, netns)
+    audit.backend += f" agent node={socket.gethostname()}"
+    session = (environ.get("SSH_CONNECTION") or "").split()
+    if session:
+        audit.backend += f" from={session[0]}"
+    return audit
+
+
 def _exit_when_closed(agent: Agent) -> None:
     agent.closed.wait()
     agent.stop()
@@ -328,8 +559,14 @@ def main(argv: list[str] | None = None, stdin: IO[bytes] | None = None, stdout: 
     options = build_parser().parse_args(argv)
     if options.demo and options.netns:
         build_parser().error("--demo serves a simulated director, --netns a real one: pick one")
-    agent = Agent(make_backend(options), stdout or sys.stdout, read_only=options.read_only, interval=options.interval,
-                  conn_budget=options.conn_budget, connections=options.connections, netns=options.netns)  # fmt: skip
+    backend = make_backend(options)
+    try:
+        audit = agent_audit_log(options.audit_log, backend, options.netns)
+    except AuditLogError as exc:
+        build_parser().error(str(exc))
+    agent = Agent(backend, stdout or sys.stdout, read_only=options.read_only, interval=options.interval,
+                  conn_budget=options.conn_budget, connections=options.connections, netns=options.netns,
+                  audit=audit)  # fmt: skip
     agent.start()
     # Nobody reads what we write (the session died, stdin still open): end the process.
     threading.Thread(target=_exit_when_closed, args=(agent,), name="ipvsman-agent-watch", daemon=True).start()

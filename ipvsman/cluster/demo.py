@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import threading
 import time
@@ -29,6 +30,21 @@ from ipvsman.poller import CallInPoller, CommandResult, Poller
 
 MISSING_PER_MILLE = 30  # of the master's entries a demo backup never received: 3%
 DEMO_KERNEL = "6.1.0-demo"
+PROBE_LOSS = 0.01  # of the sync probes a demo backup never receives
+PROBE_LATE = 0.03  # of them that reach it late, as on a backup busy for a moment
+PROBE_MEDIAN = 0.0015  # seconds: one LAN hop and the backup's sync thread
+
+
+def demo_probe_delay(seed: int, node: str, seq: int) -> float | None:
+    """How late sync probe `seq` reaches demo backup `node`, None when it never does: seeded per
+    node and probe, so that the figures are plausible and the same on every run."""
+    rng = random.Random(f"probe-{seed}-{node}-{seq}")
+    if rng.random() < PROBE_LOSS:
+        return None
+    delay = rng.lognormvariate(math.log(PROBE_MEDIAN), 0.4)
+    if rng.random() < PROBE_LATE:
+        delay += rng.uniform(0.02, 0.15)
+    return delay
 
 
 def expand_nodes(nodeset: str) -> list[str]:
@@ -212,6 +228,7 @@ class DemoCluster:
         self.names = tuple(names)
         self.clock = clock
         self.interval = interval
+        self.seed = seed
         director = demo_director(seed)
         self.master = DemoBackend(seed=seed, tick=tick, director=director)
         rng = random.Random(f"cluster-{seed}")
@@ -229,6 +246,8 @@ class DemoCluster:
         self._lock = threading.Lock()
         self._replies: dict[int, tuple[str, Command, Callable[[CommandReply], None]]] = {}
         self._on_update: Callable[[ClusterSnapshot], None] = lambda cluster: None
+        self._probes_sent: dict[tuple[int, int], float] = {}  # (series, seq) -> when the master sent it
+        self._probe_watches: dict[tuple[int, int], list] = {}  # asked before the send: answered at it
 
         # Made now, started by start(): poll_all() runs them in the caller's thread (tests, screenshots).
         self._pollers: dict[str, Poller] = {
@@ -274,6 +293,9 @@ class DemoCluster:
         if poller is None:
             on_reply(CommandReply(node, command, False, f"{command.kind}: no node {node} in the cluster"))
             return
+        if command.kind in ("sync-probe", "probe-watch"):
+            self._probe(node, command, on_reply)
+            return
         try:
             function = self._function(node, command)
         except (KeyError, TypeError, ValueError) as exc:
@@ -310,6 +332,41 @@ class DemoCluster:
         if kind == "read-table":
             return lambda backend: "connection table read"
         raise ValueError(f"unknown command {kind!r}")
+
+    # -- the sync probe: sent at once, received after demo_probe_delay ---------------------------------
+    def _probe(self, node: str, command: Command, on_reply: Callable[[CommandReply], None]) -> None:
+        key = (command.args.get("series"), command.args.get("seq"))
+        if command.kind == "sync-probe":
+            if node != self.names[0]:
+                on_reply(CommandReply(node, command, False, f"sync-probe: {node} runs no master sync daemon"))
+                return
+            sent_at = self.clock()
+            with self._lock:
+                self._probes_sent[key] = sent_at
+                waiting = self._probe_watches.pop(key, [])
+                for old in [old for old, at in self._probes_sent.items() if at < sent_at - 300]:
+                    del self._probes_sent[old]
+            on_reply(CommandReply(node, command, True, f"sync-probe {key[1]}: sent", {"sent_at": sent_at}))
+            for watcher in waiting:
+                self._answer_watch(*watcher, sent_at)
+            return
+        with self._lock:
+            sent_at = self._probes_sent.get(key)
+            if sent_at is None:
+                self._probe_watches.setdefault(key, []).append((node, command, on_reply))
+                return
+        self._answer_watch(node, command, on_reply, sent_at)
+
+    def _answer_watch(self, node: str, command: Command, on_reply: Callable[[CommandReply], None],
+                      sent_at: float) -> None:  # fmt: skip
+        seq, wait = command.args.get("seq"), float(command.args.get("wait", 3.0))
+        delay = demo_probe_delay(self.seed, node, seq)
+        if delay is None or delay > wait:
+            on_reply(CommandReply(node, command, True, f"probe {seq}: not in the table after {wait:g} s",
+                                  {"found": False}))  # fmt: skip
+        else:
+            on_reply(CommandReply(node, command, True, f"probe {seq}: in the table",
+                                  {"found": True, "found_at": sent_at + delay}))  # fmt: skip
 
     def _resync(self) -> str:
         sent = [(name, backend.resync()) for name, backend in self.backends.items() if isinstance(backend, BackupBackend)]

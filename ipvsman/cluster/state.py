@@ -62,7 +62,9 @@ class Command:
 
     kind: "set-weight" (service, address, port, weight), "add-dest" (service, address, port,
     forward, weight), "remove-dest" (service, address, port), "resync" (service or none),
-    "sync-test" (service), "read-table" (no arguments). `service` is str(ServiceKey).
+    "sync-test" (service), "read-table" (no arguments), "sync-probe" (series, seq, timeout: the
+    sync master sends probe seq), "probe-watch" (series, seq, wait: a backup looks for it in its
+    table). `service` is str(ServiceKey).
     """
 
     kind: str

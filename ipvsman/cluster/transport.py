@@ -21,7 +21,7 @@ DEFAULT_AGENT = "ipvsman agent"
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # seconds before a lost node is tried again, doubling up to the max
 HELLO_TIMEOUT = 60.0  # seconds from starting a session to the agent's version header (a slow ssh, a slow start)
 REPLY_TIMEOUT = 30.0  # seconds a command waits for its reply; resync and sync test get longer
-SLOW_COMMANDS = {"resync": 600.0, "sync-test": 60.0, "read-table": 90.0}
+SLOW_COMMANDS = {"resync": 600.0, "sync-test": 60.0, "read-table": 90.0, "probe-watch": 90.0}
 TICK = 0.25  # seconds between the session thread's checks (stalls, retries, command deadlines)
 STOP_WAIT = 3.0
 

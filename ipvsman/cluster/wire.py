@@ -46,7 +46,8 @@ from ipvsman.model import (
 )
 
 MAX_COMMAND_LINE = 64 * 1024  # bytes of one command line the agent reads; a longer one is refused
-COMMAND_KINDS = ("set-weight", "add-dest", "remove-dest", "resync", "sync-test", "read-table")
+COMMAND_KINDS = ("set-weight", "add-dest", "remove-dest", "resync", "sync-test", "read-table", "sync-probe",
+                 "probe-watch")  # fmt: skip
 CHANGES = frozenset(("set-weight", "add-dest", "remove-dest"))  # what the audit log records
 _KEY = struct.Struct(">Q")
 COMPACT = (",", ":")
@@ -403,6 +404,22 @@ def _read_table(args: Mapping[str, Any]) -> dict[str, Any]:
     return {"keys": keys} if keys else {}
 
 
+def _probe(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {"series": _number(args, "series", 0, 2**32 - 1), "seq": _number(args, "seq", 1, 2**32 - 1)}
+
+
+def _sync_probe(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {**_probe(args), "timeout": _number(args, "timeout", 1, 3600)}
+
+
+def _probe_watch(args: Mapping[str, Any]) -> dict[str, Any]:
+    wait = args.get("wait")
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 < wait <= 60:
+        raise WireError(f"wait must be a number of seconds from 0 to 60, got {one_line(repr(wait), 40)}")
+    return {**_probe(args), "wait": float(wait)}
+
+
 _CHECKS = {"set-weight": _set_weight, "add-dest": _add_dest, "remove-dest": _dest_args, "resync": _resync,
-           "sync-test": _sync_test, "read-table": _read_table}  # fmt: skip
+           "sync-test": _sync_test, "read-table": _read_table, "sync-probe": _sync_probe,
+           "probe-watch": _probe_watch}  # fmt: skip
 _OPTIONAL = {"read-table": {"keys"}, "resync": {"service"}, "sync-test": {"service"}}

@@ -232,8 +232,6 @@ class Dashboard:
         self._planner: threading.Thread | None = None
         self.help: HelpOverlay | None = None
         self.dialog: Dialog | None = None
-        self._on_dialog_yes: Callable[[], None] | None = None  # what `y` does in a ConfirmDialog
-        self._dialog_no_message = "nothing changed"  # what `n` says in a ConfirmDialog
         self._choice_service: ServiceKey | None = None  # the service a ChoiceDialog adds to
         self.changes = Changes(
             self.audit,
@@ -728,25 +726,28 @@ class Dashboard:
         removal = self.changes.ask_remove(self.view.selection())
         if removal is None:
             return
-        self._on_dialog_yes = lambda: self._submit_remove(removal.key)
-        self.open_dialog(ConfirmDialog("Remove a real server", removal.question, removal.details))
+        self.open_dialog(ConfirmDialog("Remove a real server", removal.question, removal.details,
+                                       on_yes=lambda: self._submit_remove(removal.key)))  # fmt: skip
 
     def _submit_remove(self, key: DestKey) -> None:
         self.changes.remove(key)
 
     def _confirm_table_read(self, title: str, question: str, go: Callable[[], None]) -> None:
-        self._on_dialog_yes = go
-        self._dialog_no_message = "connection table not read"
-        self.open_dialog(ConfirmDialog(title, question))
+        self.open_dialog(ConfirmDialog(title, question, on_yes=go, no_message="connection table not read"))
 
     def confirm_no(self) -> None:
-        self.close_dialog(self._dialog_no_message)
+        """`n` (or Esc) to a ConfirmDialog: its no_message, then its on_no; the question carries both."""
+        dialog = self.dialog
+        confirm = dialog if isinstance(dialog, ConfirmDialog) else None
+        self.close_dialog(confirm.no_message if confirm else "nothing changed")
+        if confirm is not None and confirm.on_no is not None:
+            confirm.on_no()
 
     def confirm_yes(self) -> None:
-        action, self._on_dialog_yes = self._on_dialog_yes, None
+        dialog = self.dialog
         self.close_dialog()
-        if action is not None:
-            action()
+        if isinstance(dialog, ConfirmDialog) and dialog.on_yes is not None:
+            dialog.on_yes()
 
     # -- dialogs ----------------------------------------------------------------------------------
     def open_dialog(self, dialog: Dialog) -> None:
@@ -761,8 +762,6 @@ class Dashboard:
     def close_dialog(self, message: str | None = None) -> None:
         was_open = self.dialog is not None
         self.dialog = None
-        self._on_dialog_yes = None
-        self._dialog_no_message = "nothing changed"
         self.top.set_body(self.frame)
         if message and was_open:
             self.status.post(message)
@@ -998,9 +997,8 @@ class Dashboard:
         if hint:
             detail.append("select a service or real server first to send only its connections")
         detail.append("Esc cancels the send while it runs")
-        self.open_dialog(ConfirmDialog("Resync", question, "\n".join(detail)))
-        self._on_dialog_yes = lambda: self.start_resync(plan)
-        self._dialog_no_message = "resync: nothing sent"
+        self.open_dialog(ConfirmDialog("Resync", question, "\n".join(detail), on_yes=lambda: self.start_resync(plan),
+                                       no_message="resync: nothing sent"))  # fmt: skip
 
     def start_resync(self, plan) -> None:
         """`y` on the resync question: send the plan in a job of its own, progress in the status bar."""
@@ -1118,8 +1116,8 @@ class Dashboard:
         """`H`: SIGHUP to ipvsmand after y/n naming its pid and topology (ipvsman.ui.ipvsmand)."""
         question = self.ipvsmand.ask_reload()
         if question is not None:
-            self.open_dialog(ConfirmDialog("Reload ipvsmand", *question))
-            self._on_dialog_yes, self._dialog_no_message = self.ipvsmand.reload, "ipvsmand not reloaded"
+            self.open_dialog(ConfirmDialog("Reload ipvsmand", *question, on_yes=self.ipvsmand.reload,
+                                           no_message="ipvsmand not reloaded"))  # fmt: skip
 
     def quit(self) -> None:
         raise urwid.ExitMainLoop()

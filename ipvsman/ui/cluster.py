@@ -4,22 +4,26 @@ The Dashboard delegates to a ClusterControl: it adds view 6 and its commands, fe
 node's snapshot to the dashboard as a poller would, and takes the dashboard's changes (as the
 poller's submit) to the selected node, or after a y/n naming them to every node. Cluster updates
 arrive from a worker thread and are compared there (pure functions); widgets are touched only in
-the loop's thread.
+the loop's thread. With --sync-probe it runs the probe (ipvsman.cluster.synctest.SyncProbe), whose
+figures view 6 and the header read.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from ipvsman.cluster import synctest
 from ipvsman.cluster.compare import ClusterReport, compare_cluster, fold_nodes
 from ipvsman.cluster.nodebackend import NodeBackend
 from ipvsman.cluster.state import ClusterSnapshot, ClusterSource, Command, CommandReply
+from ipvsman.cluster.syncprobe import ProbeSummary
 from ipvsman.backend import BackendError
 from ipvsman.model import DestKey, ServiceKey
 from ipvsman.poller import Command as PollerCommand
 from ipvsman.poller import CommandResult
+from ipvsman.ui.dialogs import ConfirmDialog
 from ipvsman.ui.health import DirectorSample
 from ipvsman.ui.views.cluster import ClusterView
 
@@ -29,7 +33,8 @@ NOT_A_CLUSTER = "one director watched: --nodes NODESET watches several (view 6, 
 class ClusterControl:
     """What the Dashboard asks of the cluster; inactive (no source) for a single director."""
 
-    def __init__(self, source: ClusterSource | None = None, names: Sequence[str] = (), configuration=None):
+    def __init__(self, source: ClusterSource | None = None, names: Sequence[str] = (), configuration=None,
+                 probe_period: float | None = None, clock: Callable[[], float] = time.time):  # fmt: skip
         self.source = source
         self.names = tuple(names)
         self.configuration = configuration  # keepalived.conf: the vrrp_instance of each VIP
@@ -43,9 +48,10 @@ class ClusterControl:
         self._latest: tuple[ClusterSnapshot, ClusterReport] | None = None
         self._scheduled = False
         self._handed = None  # the node snapshot last handed to the dashboard
-        self._asking: PollerCommand | None = None  # the change the every-node question is about
         self.worker: threading.Thread | None = None  # the newest change being sent to nodes
-        self.view = ClusterView(lambda: self.report, lambda: self.selected) if self.active else None
+        self.probe = (synctest.SyncProbe(source, probe_period, self.probe_roles, clock)
+                      if self.active and probe_period else None)  # fmt: skip
+        self.view = ClusterView(lambda: self.report, lambda: self.selected, self.probe_summary) if self.active else None
 
     @property
     def active(self) -> bool:
@@ -69,13 +75,7 @@ class ClusterControl:
             "node.select": self.select_from_view,
             "sync.resync": lambda: self.sync_action("resync"),
             "sync.test": lambda: self.sync_action("sync-test"),
-            "confirm.no": self.confirm_no,
-            "confirm.yes": self.confirm_yes,
         }
-
-    def confirm_yes(self) -> None:
-        self._asking = None
-        self.dashboard.confirm_yes()
 
     def mode_words(self) -> list[tuple[str, str]]:
         report = self.report
@@ -94,7 +94,33 @@ class ClusterControl:
                 words.append(("header.error", "SYNC WARN"))
             if any(vip.warning for vip in report.vips):
                 words.append(("header.error", "VIP WARN"))
+        probe = self.probe_summary()
+        if probe is not None and probe.stopped:
+            words.append(("header.error", f"SYNC STOPPED {fold_nodes(probe.stopped)}"))
         return words
+
+    # -- the sync probe ---------------------------------------------------------------------------------
+    def probe_summary(self) -> ProbeSummary | None:
+        """The probe's figures now, None without --sync-probe (any thread)."""
+        return self.probe.summary() if self.probe is not None else None
+
+    def probe_roles(self) -> tuple[str | None, list[str], str | None]:
+        """(the sync master, every other reachable node, why there is no master) from the newest comparison:
+        the only reachable node running a master daemon, or of several the only one holding VIPs."""
+        report = self.report
+        if report is None:
+            return None, [], "no answer from the nodes yet"
+        reachable = [node for node in report.nodes if node.reachable]
+        masters = [node for node in reachable if "master" in node.role]
+        holding = [node for node in masters if node.held]
+        if len(masters) > 1 and len(holding) == 1:
+            masters = holding  # every node runs both daemons: the VIP holder is the one that sends
+        if len(masters) != 1:
+            why = (f"{fold_nodes(node.name for node in masters)} all run a master sync daemon" if masters
+                   else "no reachable node runs a master sync daemon")  # fmt: skip
+            return None, [], f"no probe sent: {why}"
+        master = masters[0].name
+        return master, [node.name for node in reachable if node.name != master], None
 
     # -- from the cluster's worker thread ---------------------------------------------------------------
     def on_update(self, cluster: ClusterSnapshot) -> None:
@@ -257,23 +283,14 @@ class ClusterControl:
         if not self.all_nodes:
             self._run_on([self.selected], command)
             return
-        from ipvsman.ui.dialogs import ConfirmDialog
-
         nodes = fold_nodes(self.names)
-        dashboard = self.dashboard
-        dashboard.open_dialog(ConfirmDialog("Every node", f"{command.describe()} on {nodes}? y/n",
-                                            "\n".join(f"  {name}" for name in self.names)))  # fmt: skip
-        dashboard._on_dialog_yes = lambda: self._run_on(list(self.names), command)
-        dashboard._dialog_no_message = f"{command.describe()}: not sent to {nodes}"
-        self._asking = command
-
-    def confirm_no(self) -> None:
-        """`n` to the every-node question still answers the command: its pending change and audit line settle."""
-        command, self._asking = self._asking, None
-        self.dashboard.confirm_no()
-        if command is not None:
-            self._deliver(CommandResult(command, False, f"{command.describe()}: not sent: answered no"),
-                          fold_nodes(self.names))  # fmt: skip
+        # `n` still answers the command: its pending change and its audit line settle.
+        answered_no = CommandResult(command, False, f"{command.describe()}: not sent: answered no")
+        self.dashboard.open_dialog(ConfirmDialog(
+            "Every node", f"{command.describe()} on {nodes}? y/n", "\n".join(f"  {name}" for name in self.names),
+            on_yes=lambda: self._run_on(list(self.names), command),
+            no_message=f"{command.describe()}: not sent to {nodes}",
+            on_no=lambda: self._deliver(answered_no, nodes)))  # fmt: skip
 
     def _run_on(self, nodes: list[str], command: PollerCommand) -> None:
         label = fold_nodes(nodes)
@@ -321,8 +338,12 @@ class ClusterControl:
 
     def start(self) -> None:
         self.source.start(self.on_update)
+        if self.probe is not None:
+            self.probe.start()
 
     def stop(self, timeout: float | None = None) -> None:
+        if self.probe is not None:
+            self.probe.stop()
         self.source.stop()
 
 
@@ -330,4 +351,5 @@ def run_cluster(options, source: ClusterSource) -> int:
     """The dashboard over a cluster (--nodes): views 1-5 show one node at a time, view 6 all of them."""
     from ipvsman.ui.app import run
 
-    return run(options, source, cluster=ClusterControl(source, source.names))
+    probe = getattr(options, "sync_probe", None)
+    return run(options, source, cluster=ClusterControl(source, source.names, probe_period=probe))

@@ -5,7 +5,7 @@ Each names the keymap context its keys are looked up in; the controller owns wha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import urwid
 
@@ -61,13 +61,17 @@ class ChoiceDialog(Dialog):
 
 
 class ConfirmDialog(Dialog):
-    """A question answered with y or n (Esc is no)."""
+    """A question answered with y or n (Esc is no), carrying what each answer does: `y` runs
+    `on_yes`; `n` shows `no_message` and runs `on_no` (the controller closes it first)."""
 
     context = "confirm"
     hint = "answer y or n"
 
-    def __init__(self, title: str, question: str, detail: Markup | str = ""):
+    def __init__(self, title: str, question: str, detail: Markup | str = "", *,
+                 on_yes: Callable[[], None] | None = None, no_message: str = "nothing changed",
+                 on_no: Callable[[], None] | None = None):  # fmt: skip
         self.question = question
+        self.on_yes, self.no_message, self.on_no = on_yes, no_message, on_no
         self.lines = [urwid.Text(("service", question))]
         if detail:
             self.lines.append(urwid.Text(detail))

@@ -1,4 +1,4 @@
-"""Several directors for real: three namespaces with real sync daemons watched through --via, and one over ssh.
+"""Several directors for real: three namespaces with real sync daemons watched through --via (and the sync probe), and one over ssh.
 
 Namespaces lvs-1 (master daemon, holds the VIP), lvs-2 and lvs-3 (backup daemons) share a bridge in
 a hub namespace with a client; a real server namespace sits behind lvs-1 (NAT). AgentCluster runs
@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from ipvsman.cluster.compare import compare_cluster
 from ipvsman.cluster.state import Command
+from ipvsman.cluster.synctest import SyncProbe
+from ipvsman.cluster.syncprobe import format_delay
 from ipvsman.cluster.transport import AgentCluster
+from ipvsman.ui.cluster import ClusterControl
 
 pytestmark = pytest.mark.kernel
 
@@ -175,6 +179,9 @@ def test_three_directors_drift_sync_resync_sync_test_and_a_lost_node(site):
             wait_until(lambda: found(cluster, node, {reply.data["key"]}) == {reply.data["key"]},
                        f"{node} to receive the test connection")  # fmt: skip
 
+        # the sync probe (--sync-probe 2): lvs-1 sends, both backups' agents report each probe's arrival
+        probe_sync(cluster, names, directors)
+
         # lvs-3's namespace goes away while watched: it shows as unreachable, the others go on
         directors[2].close()
         lost = wait_until(lambda: (s := cluster.latest()) and not s.node(lagging).reachable and s, "lvs-3 lost")
@@ -187,6 +194,37 @@ def test_three_directors_drift_sync_resync_sync_test_and_a_lost_node(site):
         print(f"\ncluster: lvs-3 lost and retried: {retried}")
     finally:
         cluster.stop()
+
+
+def probe_sync(cluster: AgentCluster, names: list[str], directors) -> None:
+    """The dashboard's probe over the real agents: arrivals with a delay on both backups; then lvs-3's
+    daemon stops and it is reported as no longer receiving while lvs-2 goes on."""
+    master, backup, lagging = names
+    control = ClusterControl(cluster, names)  # the dashboard's choice of the sync master, from the comparison
+
+    def roles():
+        control.report = compare_cluster(cluster.latest())
+        return control.probe_roles()
+
+    probe = SyncProbe(cluster, 2.0, roles)
+    probe.start()
+    try:
+        def figures():
+            return {backup_figures.node: backup_figures for backup_figures in probe.summary().backups}
+
+        arrived = wait_until(lambda: (f := figures()) and all(n in f and f[n].arrived >= 3 for n in (backup, lagging))
+                             and f, "3 probes to arrive at each backup")  # fmt: skip
+        assert probe.summary().master == master
+        for node in (backup, lagging):
+            # A figure, but no bound on it: the guest runs ~30x slower than a director (see the facts file).
+            assert arrived[node].median is not None and 0 <= arrived[node].median <= arrived[node].worst
+        shown = {node: (format_delay(f.median), format_delay(f.worst), f.lost, f.checked) for node, f in arrived.items()}
+        print(f"\nsync probe: {shown}")
+        directors[2].run("ipvsadm --stop-daemon backup")
+        wait_until(lambda: probe.summary().stopped == (lagging,), f"{lagging} reported as no longer receiving")
+        assert figures()[backup].arrived >= 1 and not figures()[backup].stopped  # lvs-2 goes on receiving
+    finally:
+        probe.stop()
 
 
 def found_keys(cluster: AgentCluster, node: str) -> set[int]:
@@ -246,8 +284,9 @@ def sshd(tmp_path, netns):
         subprocess.run(["ip", "link", "del", "to-ssh"], check=False)
 
 
-def test_a_director_over_real_ssh_through_clustershell(sshd):
-    agent = f"cd {shlex.quote(str(ROOT))} && {AGENT}"
+def test_a_director_over_real_ssh_through_clustershell(sshd, tmp_path):
+    node_log = tmp_path / "node-audit.log"  # the node's own audit log, where its agent logs the change
+    agent = f"cd {shlex.quote(str(ROOT))} && {AGENT} --audit-log {shlex.quote(str(node_log))}"
     cluster = AgentCluster("lvs-ssh", agent_command=agent, ssh_options=sshd, connect_timeout=20, hello_timeout=WAIT)
     cluster.start(lambda snapshot: None)
     try:
@@ -260,5 +299,9 @@ def test_a_director_over_real_ssh_through_clustershell(sshd):
                                                                "port": 443, "weight": 9}))  # fmt: skip
         assert reply.ok, reply.message
         wait_until(lambda: cluster.latest().nodes[0].snapshot.services[0].dests[0].weight == 9, "the new weight over ssh")
+        logged = node_log.read_text().splitlines()
+        assert len(logged) == 2 and all(" agent node=" in line and " from=10.96.0.1 " in line for line in logged)
+        assert all("server=10.96.6.6:443 old=7 new=9" in line for line in logged), logged
+        assert logged[0].endswith('result="attempt"') and logged[1].endswith('result="ok"')
     finally:
         cluster.stop()

@@ -1,4 +1,4 @@
-"""The dashboard over a demo cluster: view 6, the node selector and header, changes per node or on every node."""
+"""The dashboard over a demo cluster: view 6, the node selector and header, changes per node or on every node, the sync probe."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from uihelpers import Clock, fixed_names, make_options, screen
 from ipvsman.cluster.compare import compare_cluster
 from ipvsman.cluster.demo import DemoCluster
 from ipvsman.cluster.state import ClusterSnapshot, Command, CommandReply
+from ipvsman.cluster.syncprobe import format_delay
 from ipvsman.model import DestKey
 from ipvsman.ui.app import Dashboard
 from ipvsman.ui.cluster import NOT_A_CLUSTER, ClusterControl
@@ -28,6 +29,9 @@ class SteppedCluster(DemoCluster):
 
     def command(self, node, command: Command, on_reply) -> None:
         self.sent.append((node, command.kind, dict(command.args)))
+        if command.kind in ("sync-probe", "probe-watch"):  # the demo answers them at once already
+            super().command(node, command, on_reply)
+            return
         try:
             message = self._function(node, command)(self.backends[node])
             on_reply(CommandReply(node, command, True, message))
@@ -212,3 +216,104 @@ def test_updates_are_compared_off_the_loop_and_held_while_paused(board, cluster,
     assert control.cluster is fresh  # nothing taken while paused
     board.keypress(SIZE, "p")
     assert "PAUSED" not in text(board)
+
+
+def test_removing_a_real_server_goes_to_the_shown_node_and_the_audit_log_names_it(board, cluster, clock, tmp_path):
+    board.keypress(SIZE, "N")  # lvs-2
+    key, _, _ = drifted_dest(board, "lvs-2")
+    select_dest(board, key)
+    board.keypress(SIZE, "x")
+    board.keypress(SIZE, "y")
+    board.cluster.worker.join(10)
+    assert [(node, kind) for node, kind, _ in cluster.sent] == [("lvs-2", "remove-dest")]
+    snapshot = step(board, cluster, clock)
+    assert snapshot.node("lvs-2").snapshot.find_dest(key) is None and snapshot.node("lvs-1").snapshot.find_dest(key)
+    lines = [line for line in (tmp_path / "audit.log").read_text().splitlines() if "action=remove" in line]
+    assert len(lines) == 2 and all("node=lvs-2" in line for line in lines), lines
+    assert lines[0].endswith('result="attempt"') and lines[1].endswith('result="ok"')
+
+
+def test_removing_on_every_node_asks_once_and_the_audit_log_names_them_all(board, cluster, clock, tmp_path):
+    key, _, _ = drifted_dest(board, "lvs-2")
+    board.keypress(SIZE, "A")
+    select_dest(board, key)
+    board.keypress(SIZE, "x")
+    board.keypress(SIZE, "y")  # the remove question
+    assert f"remove {key} on lvs-[1-3]? y/n" in text(board)
+    board.keypress(SIZE, "y")  # the every-node question
+    board.cluster.worker.join(10)
+    assert [(node, kind) for node, kind, _ in cluster.sent] == [(n, "remove-dest") for n in ("lvs-1", "lvs-2", "lvs-3")]
+    lines = [line for line in (tmp_path / "audit.log").read_text().splitlines() if "action=remove" in line]
+    assert len(lines) == 2 and all("node=lvs-[1-3]" in line for line in lines), lines
+
+
+# -- the sync probe -------------------------------------------------------------------------------------
+
+
+class StoppedBackup(SteppedCluster):
+    """lvs-3's backup daemon stopped: it never has a probe in its table."""
+
+    def command(self, node, command: Command, on_reply) -> None:
+        if node == "lvs-3" and command.kind == "probe-watch":
+            on_reply(CommandReply(node, command, True, "not in the table after 3 s", {"found": False}))
+            return
+        super().command(node, command, on_reply)
+
+
+def probing_board(cluster, clock, tmp_path) -> Dashboard:
+    control = ClusterControl(cluster, cluster.names, probe_period=2.0, clock=clock)
+    dashboard = Dashboard(make_options(audit_log=str(tmp_path / "audit.log")), poller=control, backend=cluster,
+                          hostname="here", clock=clock, names=fixed_names(show=False), cluster=control)  # fmt: skip
+    step(dashboard, cluster, clock)
+    return dashboard
+
+
+def probe_rounds(board: Dashboard, rounds: int) -> None:
+    for _ in range(rounds):
+        board.clock.now += 2.0
+        board.cluster.probe.round()
+    board.refresh()
+
+
+def test_view_6_shows_each_backups_probe_delay_and_loss_over_the_last_minute(cluster, clock, tmp_path):
+    board = probing_board(cluster, clock, tmp_path)
+    board.keypress(SIZE, "6")
+    assert "the first probe goes out once the nodes have answered" in text(board)
+    probe_rounds(board, 40)  # 80 s: the first 10 probes are out of the window
+    shown = text(board)
+    assert "Sync probe: one every 2 s from lvs-1, the last 60 s: delay and loss per backup" in shown
+    summary = board.cluster.probe_summary()
+    assert summary.sent == 30
+    for figures in summary.backups:
+        row = next(line for line in shown.splitlines() if line.strip().startswith(figures.node + " ")
+                   and "median" in line)  # fmt: skip
+        assert f"median {format_delay(figures.median)}  worst {format_delay(figures.worst)}" in row
+        assert f"lost {figures.lost} of {figures.checked} (" in row and figures.checked == 30
+    assert [sent[:2] for sent in cluster.sent[:3]] == [("lvs-2", "probe-watch"), ("lvs-3", "probe-watch"),
+                                                       ("lvs-1", "sync-probe")]  # fmt: skip
+    assert "SYNC STOPPED" not in shown
+
+
+def test_a_backup_that_stops_receiving_turns_the_header_red(clock, tmp_path):
+    cluster = StoppedBackup(["lvs-1", "lvs-2", "lvs-3"], clock)
+    board = probing_board(cluster, clock, tmp_path)
+    probe_rounds(board, 2)
+    assert "SYNC STOPPED" not in text(board)
+    probe_rounds(board, 1)
+    assert ("header.error", "SYNC STOPPED lvs-3") in board.cluster.mode_words()
+    assert "SYNC STOPPED lvs-3" in text(board)  # on every view
+    board.keypress(SIZE, "6")
+    row = next(line for line in text(board).splitlines() if "STOPPED RECEIVING" in line)
+    assert row.split()[0] == "lvs-3" and "none arrived" in row and "lost 3 of 3 (100%)" in row
+
+
+def test_without_a_single_sync_master_view_6_says_why_no_probe_went_out(cluster, clock, tmp_path):
+    board = probing_board(cluster, clock, tmp_path)
+    snapshot = step(board, cluster, clock)
+    master_down = replace(snapshot.node("lvs-1"), reachable=False, error="ssh: connection refused")
+    cut = ClusterSnapshot((master_down, *snapshot.nodes[1:]), snapshot.taken_at)
+    board.cluster.apply(cut, compare_cluster(cut))
+    probe_rounds(board, 1)
+    board.keypress(SIZE, "6")
+    assert "! no probe sent: no reachable node runs a master sync daemon" in text(board)
+    assert not any(kind in ("sync-probe", "probe-watch") for _, kind, _ in cluster.sent)

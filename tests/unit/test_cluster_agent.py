@@ -1,10 +1,11 @@
-"""`ipvsman agent` on the demo director: its stream, commands checked and carried out, refusals in one line."""
+"""`ipvsman agent` on the demo director: its stream, commands checked and carried out, refusals in one line, its audit log."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ipvsman.cluster import wire
-from ipvsman.cluster.agent import Agent, command_lines
+from ipvsman.cluster import syncprobe, wire
+from ipvsman.cluster.agent import Agent, agent_audit_log, command_lines
 from ipvsman.demo import DemoBackend
+from ipvsman.ui.audit import AuditLog
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30  # seconds before a test calls the agent stuck; never a measured figure
@@ -206,3 +208,67 @@ def test_the_subcommand_speaks_the_protocol_and_ends_at_eof():
 def test_bad_options_are_one_line():
     proc = run_agent("--demo", "--netns", "x", stdin=b"")
     assert proc.returncode == 2 and proc.stderr.decode().strip().splitlines()[-1].endswith("pick one")
+
+
+# -- the sync probe's commands ------------------------------------------------------------------------------
+
+
+def test_probe_commands_the_demo_cannot_serve_are_refused_and_read_only_refuses_only_the_send(agent_and_lines):
+    agent, lines = agent_and_lines()
+    send(agent, 1, "sync-probe", series=7, seq=1, timeout=10)
+    send(agent, 2, "probe-watch", series=7, seq=1, wait=1)
+    assert lines.reply(1)["message"] == "sync-probe: refused: not in the demo (it would send to the real network)"
+    assert lines.reply(2)["message"] == "probe-watch: refused: not in the demo (it has no kernel table to look in)"
+    found = {"ports": set()}
+    reader, lines = agent_and_lines(read_only=True, probe_scan=lambda series, wanted: found["ports"])
+    send(reader, 3, "sync-probe", series=7, seq=1, timeout=10)
+    assert lines.reply(3)["message"] == "sync-probe: refused: the agent runs with --read-only"
+    found["ports"] = {syncprobe.probe_port(4)}  # a look, not a change: served under --read-only
+    send(reader, 4, "probe-watch", series=7, seq=4, wait=5)
+    reply = lines.reply(4)
+    assert reply["ok"] and reply["data"]["found"] and reply["data"]["found_at"] <= time.time()
+    send(reader, 5, "probe-watch", series=7, seq=5, wait=0.2)
+    assert lines.reply(5)["data"]["found"] is False and "not in the table after 0.2 s" in lines.reply(5)["message"]
+
+
+# -- every change in this node's audit log ----------------------------------------------------------------
+
+
+def test_every_change_is_in_the_nodes_own_audit_log_attempt_then_result(agent_and_lines, tmp_path):
+    path = tmp_path / "node-audit.log"
+    audit = AuditLog(str(path), user="root", backend="kernel agent node=lvs-2 from=10.0.0.9")
+    agent, lines = agent_and_lines(audit=audit)
+    service, dest = first_dest(agent)
+    target = {"service": str(service.key), "address": dest.address, "port": dest.port}
+    send(agent, 1, "set-weight", **target, weight=dest.weight + 1)
+    assert lines.reply(1)["ok"]
+    send(agent, 2, "add-dest", service=str(service.key), address="10.10.99.9", port=service.key.port, forward="masq",
+         weight=2)  # fmt: skip
+    assert lines.reply(2)["ok"]
+    send(agent, 3, "remove-dest", service=str(service.key), address="10.10.99.9", port=service.key.port)
+    assert lines.reply(3)["ok"]
+    logged = path.read_text().splitlines()
+    assert len(logged) == 6 and all("backend=kernel agent node=lvs-2 from=10.0.0.9" in line for line in logged)
+    assert [line.rsplit("result=", 1)[1] for line in logged] == ['"attempt"', '"ok"'] * 3
+    assert f"old={dest.weight} new={dest.weight + 1}" in logged[0] and "action=add" in logged[2]
+    assert "action=remove" in logged[4] and "server=10.10.99.9:" in logged[5]
+
+
+def test_a_change_this_node_cannot_log_is_not_made(agent_and_lines, tmp_path):
+    blocked = tmp_path / "no-dir-here"
+    blocked.write_text("")  # a file where the log's directory should be
+    agent, lines = agent_and_lines(audit=AuditLog(str(blocked / "audit.log"), user="root"))
+    service, dest = first_dest(agent)
+    send(agent, 1, "set-weight", service=str(service.key), address=dest.address, port=dest.port, weight=dest.weight + 5)
+    reply = lines.reply(1)
+    assert not reply["ok"] and "refused: audit log" in reply["message"] and "not writable" in reply["message"]
+    time.sleep(0.3)
+    assert agent.snapshot.find_service(service.key).find_dest(dest.address, dest.port).weight == dest.weight
+
+
+def test_the_agents_audit_lines_name_its_node_and_where_the_ssh_session_came_from(tmp_path):
+    audit = agent_audit_log(str(tmp_path / "a.log"), DemoBackend(seed=1),
+                            environ={"SSH_CONNECTION": "10.0.0.9 50122 10.0.0.2 22"})  # fmt: skip
+    assert audit.backend == f"demo agent node={socket.gethostname()} from=10.0.0.9"
+    assert agent_audit_log(str(tmp_path / "a.log"), DemoBackend(seed=1), environ={}).backend.endswith(
+        f"node={socket.gethostname()}")  # fmt: skip

@@ -146,11 +146,22 @@ def test_commands_round_trip_normalised():
     ('{"id": 3, "kind": "remove-dest", "args": {"service": "tcp 10.0.0.1:80", "address": "10.0.1.1", "port": 80, '
      '"force": true}}', 3, "unknown argument 'force'"),
     ('{"id": 3, "kind": "read-table", "args": {"keys": [-1]}}', 3, "keys must be"),
+    ('{"id": 4, "kind": "sync-probe", "args": {"series": 1, "seq": 0, "timeout": 10}}', 4, "seq must be a whole"),
+    ('{"id": 4, "kind": "sync-probe", "args": {"series": 1, "seq": 2}}', 4, "timeout must be a whole number"),
+    ('{"id": 4, "kind": "probe-watch", "args": {"series": 1, "seq": 2, "wait": 600}}', 4, "wait must be a number"),
+    ('{"id": 4, "kind": "probe-watch", "args": {"series": -1, "seq": 2, "wait": 1}}', 4, "series must be"),
 ])  # fmt: skip
 def test_bad_commands_are_refused_in_one_line_naming_why(line, request_id, reason):
     with pytest.raises(wire.WireError, match=reason) as caught:
         wire.decode_command(line)
     assert caught.value.request_id == request_id and "\n" not in str(caught.value)
+
+
+def test_probe_commands_round_trip_normalised():
+    watch = Command("probe-watch", {"series": 2**32 - 1, "seq": 9, "wait": 3})
+    assert wire.decode_command(wire.encode_command(5, watch)) == (5, Command("probe-watch", {**watch.args, "wait": 3.0}))
+    send = Command("sync-probe", {"series": 0, "seq": 1, "timeout": 10})
+    assert wire.decode_command(wire.encode_command(6, send)) == (6, send)
 
 
 def test_a_huge_command_line_is_refused_before_parsing():

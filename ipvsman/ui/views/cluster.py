@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ipvsman.cluster.compare import ClusterReport, NodeSummary
+from ipvsman.cluster.syncprobe import BackupFigures, ProbeSummary, format_delay
 from ipvsman.model import RawState, Snapshot, service_sort_key
 from ipvsman.ui.views import KeyedListView, ViewContext, port_label, service_title
 from ipvsman.ui.widgets import fmt_age
@@ -27,16 +28,35 @@ def node_line(node: NodeSummary, now: float, selected: bool) -> list:
             ("dim", f"{age:<14} {versions}")]  # fmt: skip
 
 
+def probe_figures(figures: BackupFigures) -> list:
+    """One backup's probe figures: "median 1.5 ms  worst 3.1 ms   lost 0 of 29 (0%)", or that it stopped."""
+    parts: list = []
+    if figures.checked:
+        delay = (f"median {format_delay(figures.median)}  worst {format_delay(figures.worst)}" if figures.arrived
+                 else "none arrived")  # fmt: skip
+        loss = f"lost {figures.lost} of {figures.checked} ({figures.loss * 100:.0f}%)"
+        parts += [f"{delay:<34} ", ("status.warn" if figures.lost else "status.info", f"{loss:<22}")]
+    if figures.stopped:
+        parts += ["  ", ("status.error", " STOPPED RECEIVING ")]
+    elif not figures.checked and figures.pending:
+        parts.append(("dim", "waiting for the first answer"))
+    if figures.note:
+        parts.append(("status.warn", f"   not asked: {figures.note}"))
+    return parts
+
+
 class ClusterView(KeyedListView):
     name = "cluster"
     title = "Cluster"
     short_title = "Cluster"
     context = "cluster"
 
-    def __init__(self, report: Callable[[], ClusterReport | None], selected: Callable[[], str | None]):
+    def __init__(self, report: Callable[[], ClusterReport | None], selected: Callable[[], str | None],
+                 probe: Callable[[], ProbeSummary | None] = lambda: None):  # fmt: skip
         super().__init__()
         self._report = report
         self._selected = selected
+        self._probe = probe  # --sync-probe's figures; None without it, and then no section
 
     def header(self, ctx: ViewContext):
         return [" CLUSTER: every director side by side"]
@@ -86,6 +106,9 @@ class ClusterView(KeyedListView):
             yield ("sync", item.node), [f"   {item.node:<12} ", *text], False
         for problem in report.sync_problems:
             yield ("sync-problem", problem), [("status.warn", f"   ! {problem}")], False
+        probe = self._probe()
+        if probe is not None:
+            yield from self._probe_rows(probe)
 
         yield from self._section("tables", "Connections: the VIP holder against each backup")
         if not report.tables:
@@ -108,6 +131,20 @@ class ClusterView(KeyedListView):
             yield ("table", str(diff.service), diff.backup), [
                 f"     {diff.backup:<12} {count:<12} ", (attr, diff.text.split(": ", 1)[1] + extra), ("dim", label)
             ], False
+
+    def _probe_rows(self, probe: ProbeSummary):
+        sender = f" from {probe.master}" if probe.master else ""
+        yield from self._section("probe", f"Sync probe: one every {probe.period:g} s{sender}, the last "
+                                          f"{probe.window:g} s: delay and loss per backup")  # fmt: skip
+        if probe.note:
+            yield ("probe-note", ""), [("status.warn", f"   ! {probe.note}")], False
+        if probe.send_failures:
+            yield ("probe-send", ""), [("status.warn", f"   ! {probe.send_failures} not sent by {probe.master}: "
+                                                       f"{probe.last_send_error}")], False  # fmt: skip
+        if not probe.backups and not probe.note:
+            yield ("probe", ""), [("dim", "   the first probe goes out once the nodes have answered")], False
+        for figures in probe.backups:
+            yield ("probe", figures.node), [f"   {figures.node:<12} ", *probe_figures(figures)], False
 
     @staticmethod
     def _section(key: str, title: str):
