@@ -7,13 +7,13 @@ a hub namespace with a client; a real server namespace sits behind lvs-1 (NAT). 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from ipvsman.cluster.synctest import SyncProbe
 from ipvsman.cluster.syncprobe import format_delay
 from ipvsman.cluster.transport import AgentCluster
 from ipvsman.ui.cluster import ClusterControl
+import waiting
 
 pytestmark = pytest.mark.kernel
 
@@ -60,14 +61,8 @@ time.sleep(3600)
 """
 
 
-def wait_until(condition, what: str, timeout: float = WAIT, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+# three agents start on two emulated CPUs: longer bounds than the other kernel tests
+wait_until = functools.partial(waiting.wait_until, timeout=WAIT, interval=0.5)
 
 
 def ask(cluster: AgentCluster, node: str, command: Command, timeout: float = WAIT):
