@@ -14,6 +14,7 @@ from ipvsman import __version__
 from ipvsman.backend import Backend, BackendError
 from ipvsman.cluster.wire import table_keys
 from ipvsman.cluster.state import ClusterSnapshot, Command, CommandReply, NodeState, connection_key
+from ipvsman.cluster.synctest import SYNC_TEST_WAIT
 from ipvsman.demo import DemoBackend, DirectorSpec, check_weight, demo_director
 from ipvsman.model import (
     FORWARD_LABELS,
@@ -248,6 +249,7 @@ class DemoCluster:
         self._on_update: Callable[[ClusterSnapshot], None] = lambda cluster: None
         self._probes_sent: dict[tuple[int, int], float] = {}  # (series, seq) -> when the master sent it
         self._probe_watches: dict[tuple[int, int], list] = {}  # asked before the send: answered at it
+        self._sync_tests = 0  # each sync test is a connection of its own, so each may miss a backup
 
         # Made now, started by start(): poll_all() runs them in the caller's thread (tests, screenshots).
         self._pollers: dict[str, Poller] = {
@@ -328,7 +330,7 @@ class DemoCluster:
         if kind == "sync-test":
             if node != self.names[0]:
                 raise ValueError(f"{node} runs no master sync daemon: the sync test runs from {self.names[0]}")
-            return lambda backend: "sync test: " + ", ".join(f"{name}: Success" for name in self.names[1:])
+            return lambda backend: self._sync_test(_service_key(args["service"]))
         if kind == "read-table":
             return lambda backend: "connection table read"
         raise ValueError(f"unknown command {kind!r}")
@@ -367,6 +369,20 @@ class DemoCluster:
         else:
             on_reply(CommandReply(node, command, True, f"probe {seq}: in the table",
                                   {"found": True, "found_at": sent_at + delay}))  # fmt: skip
+
+    def _sync_test(self, service: ServiceKey) -> str:
+        """The marked test connection, "sent" from the master: each backup has it or not as it has
+        any other entry (a seeded few never arrive), so the demo's answers are the simulation's."""
+        spec = next((s for s in self.master.director.services if s.key == service), None)
+        if spec is None or not spec.dests:
+            raise ValueError(f"{service}: no such service with a real server on {self.names[0]}")
+        self._sync_tests += 1
+        dest = spec.dests[0]
+        test = ((service.protocol or "tcp").upper(), f"192.0.2.{100 + self._sync_tests % 100}",
+                40000 + self._sync_tests, service.address, service.port, dest.address, dest.port)  # fmt: skip
+        outcomes = [f"{name}: Success" if backend.received(test) else f"{name}: not received after {SYNC_TEST_WAIT:g} s"
+                    for name, backend in self.backends.items() if isinstance(backend, BackupBackend)]  # fmt: skip
+        return "sync test: " + ", ".join(outcomes)
 
     def _resync(self) -> str:
         sent = [(name, backend.resync()) for name, backend in self.backends.items() if isinstance(backend, BackupBackend)]

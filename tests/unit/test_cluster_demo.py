@@ -146,3 +146,29 @@ def test_node_backend_says_when_a_node_does_not_answer():
 
     with pytest.raises(BackendError, match="^lvs-2: no answer in 0.2 s$"):
         NodeBackend(Silent(), "lvs-2", timeout=0.2).set_weight(DestKey(None, "10.0.0.1", 80), 1)
+
+
+
+@pytest.mark.parametrize(("missing_per_mille", "outcome"), [(0, "Success"), (1000, "not received after 3 s")])
+def test_the_demo_sync_test_answers_as_the_simulated_backups_have_the_connection(missing_per_mille, outcome):
+    cluster = DemoCluster(["lvs-1", "lvs-2", "lvs-3"], seed=1, interval=0.2, missing_per_mille=missing_per_mille)
+    service = str(cluster.master.director.services[0].key)
+    cluster.start(Watch())
+    try:
+        reply = reply_of(cluster, "lvs-1", Command("sync-test", {"service": service}))
+    finally:
+        cluster.stop()
+    assert reply.ok and reply.message == f"sync test: lvs-2: {outcome}, lvs-3: {outcome}"
+
+
+def test_demo_sync_tests_miss_a_backup_about_as_often_as_its_entries_do():
+    cluster = DemoCluster(["lvs-1", "lvs-2"], seed=1, interval=0.2)  # 3% of entries never reach lvs-2
+    service = str(cluster.master.director.services[0].key)
+    cluster.start(Watch())
+    try:
+        outcomes = [reply_of(cluster, "lvs-1", Command("sync-test", {"service": service})).message
+                    for _ in range(300)]  # fmt: skip
+    finally:
+        cluster.stop()
+    missed = sum("not received" in outcome for outcome in outcomes)
+    assert 0 < missed < 30, missed
