@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ipvsman import __version__
@@ -229,7 +230,24 @@ def contradictory_options(options: argparse.Namespace) -> str | None:
 
 
 def run_once(options: argparse.Namespace) -> int:
-    """--once: read the named configuration files (errors on stderr), then print one snapshot."""
+    """--once: read the named configuration files (errors on stderr), then print one snapshot.
+
+    Python's cyclic garbage collector is kept off throughout: a one-shot process builds its
+    snapshot once, makes no garbage cycles worth collecting and then exits, yet with 10,000 real
+    servers the collector walked their objects again and again (9-31 ms of CPU on the host, of the
+    145-190 ms that --once --json of 1,000 x 10 costs there past its start-up). Run as the `ipvsman`
+    command, the process then ends as soon as its output is flushed (exit_now).
+    """
+    from ipvsman import collector
+
+    with collector.paused():
+        code = _print_once(options)
+    if _is_the_command():
+        exit_now(code)
+    return code
+
+
+def _print_once(options: argparse.Namespace) -> int:
     from ipvsman.output import EXIT_BAD_INPUT, drift_source, print_once, read_configurations
 
     topology, keepalived, readable = read_configurations(options.topology, options.keepalived)
@@ -249,6 +267,29 @@ def run_once(options: argparse.Namespace) -> int:
         check_drift=options.check_drift,
         conn_budget=options.conn_budget,
     )
+
+
+def _is_the_command() -> bool:
+    """Whether this process is the `ipvsman` command (python -m ipvsman, or the installed script),
+    whose __main__ calls main() and exits with what it returns; not a caller of main() in-process
+    (tests), which must get the exit code back."""
+    return getattr(sys.modules.get("__main__"), "main", None) is main
+
+
+def exit_now(code: int) -> None:
+    """End the process with `code` once stdout and stderr are flushed, skipping the interpreter's
+    teardown: freeing every object and module one by one, and a last collection over what is
+    left (the decoder's caches of 10,000 real servers), is all the normal exit would add after
+    --once: no other file is open for writing, no thread runs, and nothing is registered to run
+    at exit that writes anything. When a flush fails (stdout closed) the normal exit runs
+    instead, so that it reports the failure as it always has; returns then."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 def make_backend(options: argparse.Namespace):

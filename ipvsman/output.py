@@ -122,15 +122,25 @@ _DEST_JSON = (
 
 # The same with no counts by state (no table read, or none of its connections here): the common case.
 _DEST_JSON_NO_STATES = _DEST_JSON.replace('"conn_states":%s}', '"conn_states":{}}')
-_COMPACT_ENCODER = json.JSONEncoder(separators=COMPACT)  # json.dumps would make one per service
+
+# A service as compact JSON up to its real servers, the same text json.dumps(_service_dict(...))
+# gives: its numbers %-formatted as for real servers, the rest (strings, null, the flags) as
+# json.dumps writes them (_json_scalar).
+_SERVICE_JSON = (
+    '{"af":%s,"protocol":%s,"address":%s,"port":%s,"fwmark":%s,"scheduler":%s,"persistent":%s,"netmask":%s,'
+    '"pe_name":%s,"flags":%s,"stats":{"conns":%d,"inpkts":%d,"outpkts":%d,"inbytes":%d,"outbytes":%d},'
+    '"rates":{"cps":%d,"inpps":%d,"outpps":%d,"inbps":%d,"outbps":%d},"conn_states":%s,"dests":['
+)
+_json_texts: dict[object, str] = {}  # strings and flag tuples as json.dumps writes them: few, and repeated
+JSON_TEXTS_KEPT = 1 << 14
 
 
 def compact_json(snapshot: Snapshot, connections: bool, drift: DriftReport | None = None) -> str:
-    """json_text(snapshot_to_dict(...), indent=False), with the real servers written straight to text."""
-    document = snapshot_to_dict(snapshot, connections, drift, dests=False)
+    """json_text(snapshot_to_dict(...), indent=False), with the services and real servers written straight to text."""
+    document = snapshot_to_dict(snapshot, connections, drift, services=False)
     parts = []
     for key, value in document.items():
-        text = _services_json(value, snapshot) if key == "services" else json.dumps(value, separators=COMPACT)
+        text = _services_json(snapshot) if key == "services" else json.dumps(value, separators=COMPACT)
         parts.append(f"{json.dumps(key)}:{text}")
     return "{" + ",".join(parts) + "}"
 
@@ -140,15 +150,40 @@ def _states_json(counts: StateCounts) -> str:
     return "{" + ",".join(['"%s":%d' % (state, counts[state]) for state in _ordered_states(counts)]) + "}"
 
 
-def _services_json(heads: list[dict[str, Any]], snapshot: Snapshot) -> str:
-    """The services' dicts made without real servers (`heads`, in the order of the snapshot's
-    services), each with its real servers written in as text."""
+def _json_scalar(value: object) -> str:
+    """json.dumps(value) of a service's string, number or None; strings kept (schedulers, netmasks
+    and families repeat, an address is one a service)."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is not str and kind is not tuple:
+        return json.dumps(value)
+    text = _json_texts.get(value)
+    if text is None:
+        if len(_json_texts) >= JSON_TEXTS_KEPT:
+            _json_texts.clear()
+        text = _json_texts[value] = json.dumps(list(value) if kind is tuple else value, separators=COMPACT)
+    return text
+
+
+def _services_json(snapshot: Snapshot) -> str:
+    """The services as compact JSON, each with its real servers, as json.dumps writes _service_dict()s."""
     texts = []
+    service_states = snapshot.service_states
     dest_states = snapshot.dest_states if len(snapshot.dest_states) else None  # len: once, not per dest
-    encode = _COMPACT_ENCODER.encode
-    for head, service in zip(heads, snapshot.state.services):
-        head = dict(head)
-        del head["dests"]  # the last key: written after the others, as text
+    scalar = _json_scalar
+    for service in snapshot.state.services:
+        key = service.key
+        fwmark = key.fwmark
+        states = service_states.get(key)
+        head = _SERVICE_JSON % (
+            scalar(key.af), scalar(None if fwmark else key.protocol), scalar(None if fwmark else key.address),
+            scalar(None if fwmark else key.port), scalar(fwmark or None), scalar(service.scheduler),
+            scalar(service.persistent), scalar(service.netmask or None), scalar(service.pe_name or None),
+            scalar(tuple(service.flags)), *service.stats, *service.rates, _states_json(states) if states else "{}",
+        )  # fmt: skip
         if dest_states is None:
             # A Dest is a tuple: its first nine fields, then Stats and Rates, are _DEST_JSON's order.
             dests = [_DEST_JSON_NO_STATES % (*dest[:9], *dest[9], *dest[10]) for dest in service.dests]
@@ -157,7 +192,7 @@ def _services_json(heads: list[dict[str, Any]], snapshot: Snapshot) -> str:
             for dest in service.dests:
                 states = dest_states.get(service.dest_key(dest))
                 dests.append(_DEST_JSON % (*dest[:9], *dest[9], *dest[10], _states_json(states) if states else "{}"))
-        texts.append(encode(head)[:-1] + ',"dests":[' + ",".join(dests) + "]}")
+        texts.append(head + ",".join(dests) + "]}")
     return "[" + ",".join(texts) + "]"
 
 
@@ -245,19 +280,20 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def snapshot_to_dict(
-    snapshot: Snapshot, connections: bool, drift: DriftReport | None = None, dests: bool = True
+    snapshot: Snapshot, connections: bool, drift: DriftReport | None = None, services: bool = True
 ) -> dict[str, Any]:
     """The snapshot as plain JSON-ready data; the connection table only when `connections`.
 
     What was not read is null (version, table size, timeouts, daemons), never "" or 0 or [];
     "drift" is null when no configuration was compared, else the list of differences.
+    `services` false leaves the service list empty (compact_json writes it itself).
     """
     state = snapshot.state
     document: dict[str, Any] = {
         "backend": snapshot.backend,
         "taken_at": round(snapshot.taken_at, 3),
         "ipvs": {"version": state.info.version, "conn_table_size": state.info.conn_table_size},
-        "services": [_service_dict(service, snapshot, dests) for service in state.services],
+        "services": [_service_dict(service, snapshot) for service in state.services] if services else [],
         "daemons": [_daemon_dict(daemon) for daemon in state.daemons] if daemons_known(state.daemons) else None,
         "timeouts": {"tcp": state.timeouts.tcp, "tcp_fin": state.timeouts.tcp_fin, "udp": state.timeouts.udp},
         "sync_version": state.sync_version,
@@ -309,7 +345,7 @@ def _states_dict(counts: StateCounts | None) -> dict[str, int]:
     return {state: counts[state] for state in _ordered_states(counts)} if counts else {}
 
 
-def _service_dict(service: Service, snapshot: Snapshot, dests: bool = True) -> dict[str, Any]:
+def _service_dict(service: Service, snapshot: Snapshot) -> dict[str, Any]:
     key = service.key
     return {
         "af": key.af,
@@ -326,7 +362,7 @@ def _service_dict(service: Service, snapshot: Snapshot, dests: bool = True) -> d
         "stats": _stats_dict(service.stats),
         "rates": _rates_dict(service.rates),
         "conn_states": _states_dict(snapshot.service_states.get(key)),
-        "dests": [_dest_dict(service, dest, snapshot) for dest in service.dests] if dests else [],
+        "dests": [_dest_dict(service, dest, snapshot) for dest in service.dests],
     }
 
 

@@ -844,25 +844,64 @@ STATS64_NEST_SIZE = NLA_HEADER.size + STATS64_PACKED.size
 SERVICE_CACHE_SIZE = 1 << 14
 
 
+# What a ServiceLayout reads of a service at once, in this order (ServiceLayout.values): each
+# attribute's value as a native number or raw bytes ("s": the whole payload; the port is read
+# natively and swapped after), with the payload size its decoding needs (the flags are struct
+# ip_vs_flags, of which the flags come first), or SERVICE_DEFAULTS' value when the layout has no
+# such attribute; then the ten counters of a standard STATS64 nest.
+SERVICE_VALUES = (
+    (nl.SVC_ATTR_AF, "H", 2),
+    (nl.SVC_ATTR_PROTOCOL, "H", 2),
+    (nl.SVC_ATTR_ADDR, "s", 0),
+    (nl.SVC_ATTR_PORT, "H", 2),
+    (nl.SVC_ATTR_FWMARK, "I", 4),
+    (nl.SVC_ATTR_SCHED_NAME, "s", 0),
+    (nl.SVC_ATTR_FLAGS, "I", SERVICE_FLAGS.size),
+    (nl.SVC_ATTR_TIMEOUT, "I", 4),
+    (nl.SVC_ATTR_NETMASK, "s", 0),
+    (nl.SVC_ATTR_PE_NAME, "s", 0),
+)
+SERVICE_DEFAULTS = (None, None, None, None, 0, None, 0, 0, None, None)
+
+
 class ServiceLayout:
     """Where the attributes of a service message of one length lie: every header (the service
     nest's and each attribute's, lengths and types) is checked with one unpack, and the
-    attributes' spans are then known without walking them."""
+    attributes' spans are then known without walking them.
 
-    __slots__ = ("struct", "expected", "spans", "shape", "unknown")
+    When the message has what a service needs in sizes that fit (SERVICE_VALUES) and the kernel's
+    packed STATS64 nest, the same unpack also reads every value (`values`): a first poll then
+    decodes each service from one unpack, with what repeats from service to service (scheduler,
+    flags, netmask, ...) decoded once (service_from_values)."""
+
+    __slots__ = ("struct", "check", "expected", "spans", "shape", "unknown", "pick")
 
     def __init__(self, fields: list[Field], size: int, spans: list[tuple[int, int, int]], shape: tuple[int, int],
-                 unknown: collections.Counter):  # fmt: skip
+                 unknown: collections.Counter, picks: list[int] | None = None):  # fmt: skip
         self.struct = _struct_of(fields, size)
-        self.expected = tuple(role[1] for _, _, role in fields)
+        headers = [position for position, (_, _, role) in enumerate(fields) if role[0] == "header"]
+        self.check = operator.itemgetter(*headers)
+        self.expected = tuple(fields[position][2][1] for position in headers)
         self.spans = spans  # (type, payload start, payload end) from the message's start
         self.shape = shape
         self.unknown = unknown  # what each message of this layout counts in skipped: its unknown attributes
+        # SERVICE_VALUES then the counters, as indexes into the unpacked values followed by SERVICE_DEFAULTS
+        self.pick = operator.itemgetter(*picks) if picks is not None else None
 
     def spans_of(self, data, offset: int) -> dict[int, tuple[int, int]] | None:
-        if self.struct.unpack_from(data, offset) != self.expected:
+        if self.check(self.struct.unpack_from(data, offset)) != self.expected:
             return None
         return {number: (offset + start, offset + stop) for number, start, stop in self.spans}
+
+    def values(self, data, offset: int) -> tuple | None:
+        """SERVICE_VALUES then the ten counters of the message at offset, when every header is
+        where this layout has it and the layout reads values; else None."""
+        if self.pick is None:
+            return None
+        values = self.struct.unpack_from(data, offset)
+        if self.check(values) != self.expected:
+            return None
+        return self.pick(values + SERVICE_DEFAULTS)
 
     @classmethod
     def learn(cls, msg: RawMessage, shape: tuple[int, int]) -> ServiceLayout | None:
@@ -886,7 +925,90 @@ class ServiceLayout:
             position += (length + 3) & ~3
         # What the walk would count of the nest; the counters' nests count their own as they are read.
         unknown = collections.Counter({_SKIP_UNKNOWN: len(seen - SERVICE_KNOWN)} if seen - SERVICE_KNOWN else {})
-        return cls(fields, msg.length, spans, shape, unknown)
+        values = cls._value_fields(data, offset, spans)
+        if values is None:
+            return cls(fields, msg.length, spans, shape, unknown)
+        fields = sorted(fields + values, key=lambda field: field[0])
+        index = {role: place for place, (_, _, role) in enumerate(fields) if role[0] != "header"}
+        defaults = len(fields)  # SERVICE_DEFAULTS follow the unpacked values
+        picks = [index.get(("value", number), defaults + place) for place, (number, _, _) in enumerate(SERVICE_VALUES)]
+        picks += [index["counter", counter] for counter in range(10)]
+        return cls(fields, msg.length, spans, shape, unknown, picks)
+
+    @staticmethod
+    def _value_fields(data, offset: int, spans: list[tuple[int, int, int]]) -> list[Field] | None:
+        """The fields that read SERVICE_VALUES and the counters; None when the message lacks the
+        address family or the kernel's packed STATS64 nest, or has a value too short for its type."""
+        sizes = {number: stop - start for number, start, stop in spans}
+        starts = {number: start for number, start, _ in spans}
+        if nl.SVC_ATTR_AF not in sizes or sizes.get(nl.SVC_ATTR_STATS64) != STATS64_PACKED.size:
+            return None
+        counters_at = starts[nl.SVC_ATTR_STATS64]
+        inner = STATS64_PACKED.unpack_from(data, offset + counters_at)
+        if inner[0::3] != STATS64_PACKED_LENGTHS or inner[1::3] != STATS64_PACKED_TYPES:
+            return None
+        fields: list[Field] = []
+        for number, code, needed in SERVICE_VALUES:
+            size = sizes.get(number)
+            if size is None:
+                continue
+            if size < needed:
+                return None
+            fields.append((starts[number], f"{size}s" if code == "s" else code, ("value", number)))
+        for counter in range(10):
+            at = counters_at + 12 * counter
+            fields += [(at, "H", ("header", 12)), (at + 2, "H", ("header", counter + 1)),
+                       (at + 4, "Q", ("counter", counter))]  # fmt: skip
+        return fields
+
+
+# What repeats from service to service, decoded once: (AF, PROTOCOL, SCHED_NAME, FLAGS, TIMEOUT,
+# NETMASK, PE_NAME) as a layout reads them -> (af, protocol, scheduler, persistent, netmask, flag
+# names, pe_name), or None when the family is unknown.
+_service_heads: dict[tuple, tuple | None] = {}
+SERVICE_HEADS_KEPT = 1 << 12
+
+
+def _service_head(af_number, protocol_number, scheduler, flags, timeout, netmask, pe_name) -> tuple | None:
+    af = _FAMILIES.get(af_number)
+    if af is None:
+        return None
+    scheduler = "" if scheduler is None else scheduler.strip(b"\0").decode("utf-8", "replace")
+    return (
+        af,
+        _PROTOCOLS.get(protocol_number),
+        scheduler,
+        timeout if flags & nl.SVC_F_PERSISTENT else None,
+        _netmask(netmask, None if netmask is None else (0, len(netmask)), af),
+        nl.service_flag_names(flags, scheduler),
+        None if pe_name is None else pe_name.strip(b"\0").decode("utf-8", "replace") or None,
+    )
+
+
+def service_from_values(values: tuple) -> model.Service | None:
+    """The service of SERVICE_VALUES and the ten counters (ServiceLayout.values), as
+    FastDecoder._service_of decodes it; None when it would not decode (an unknown family or
+    protocol, a short address), which the walk then counts as undecodable."""
+    af_number, protocol_number, address, port, fwmark, scheduler, flags, timeout, netmask, pe_name = values[:10]
+    repeated = (af_number, protocol_number, scheduler, flags, timeout, netmask, pe_name)
+    head = _service_heads.get(repeated, _service_heads)
+    if head is _service_heads:
+        head = _service_head(*repeated)
+        if len(_service_heads) >= SERVICE_HEADS_KEPT:
+            _service_heads.clear()
+        _service_heads[repeated] = head
+    if head is None:
+        return None
+    af, protocol, scheduler_name, persistent, netmask_text, flag_names, pe = head
+    if fwmark:
+        key = model.ServiceKey(af, None, "", 0, fwmark)
+    else:
+        size = 4 if af == "inet" else 16
+        if protocol is None or address is None or port is None or len(address) < size:
+            return None
+        key = model.ServiceKey(af, protocol, _inet_ntop(_AF_INET if size == 4 else _AF_INET6, address[:size]), _ntohs(port))
+    return model.Service(key, scheduler_name, persistent, netmask_text, flag_names, pe,
+                         _new_tuple(model.Stats, values[10:15]), _new_tuple(model.Rates, values[15:20]))  # fmt: skip
 
 
 class ServiceShapes:
@@ -937,13 +1059,9 @@ class ServiceShapes:
             skipped.update(unknown)
         return model.Service(*fields, _new_tuple(model.Stats, values[2:15:3]), _new_tuple(model.Rates, values[17::3]))
 
-    def spans(self, msg: RawMessage) -> tuple[dict[int, tuple[int, int]], ServiceLayout] | None:
-        """Where msg's service attributes lie, when its length's layout fits it, and that layout."""
-        layout = self.layouts.get(msg.length)
-        if layout is None:
-            return None
-        found = layout.spans_of(msg.data, msg.offset)
-        return None if found is None else (found, layout)
+    def layout(self, msg: RawMessage) -> ServiceLayout | None:
+        """The layout of the first service message of msg's length, if any (it may not fit msg)."""
+        return self.layouts.get(msg.length)
 
     def learn(self, msg: RawMessage, service: model.Service, unknown: collections.Counter) -> None:
         """Keep what _service decoded `service` from, when msg has the kernel's shape."""
@@ -956,6 +1074,9 @@ class ServiceShapes:
         if msg.length not in self.layouts:
             layout = ServiceLayout.learn(msg, shape)
             if layout is not None:
+                values = layout.values(msg.data, msg.offset)
+                if values is not None and service_from_values(values) != service:
+                    layout.pick = None  # never seen; but the walk is the reference: spans only
                 self.layouts[msg.length] = layout
         self.remember(msg, shape, service, unknown)
 
@@ -1033,16 +1154,26 @@ class FastDecoder:
         known = SERVICE_SHAPES.read(msg, skipped)
         if known is not None:
             return known
-        laid_out = SERVICE_SHAPES.spans(msg)
-        if laid_out is not None:
-            # A service not seen before, in a shape seen before (every service of a first poll
-            # but one): its attributes are where that shape has them, no walk needed.
-            found, layout = laid_out
+        layout = SERVICE_SHAPES.layout(msg)
+        if layout is None:
+            return FastDecoder._walked_service(msg, skipped)
+        # A service not seen before, in a shape seen before (every service of a first poll but
+        # one): read in one unpack where that shape has its values, else decoded from where it
+        # has its attributes (to count why it does not decode, as before); no walk either way.
+        values = layout.values(msg.data, msg.offset)
+        service = service_from_values(values) if values is not None else None
+        if service is None:
+            found = layout.spans_of(msg.data, msg.offset)
+            if found is None:  # another layout of the same length
+                return FastDecoder._walked_service(msg, skipped)
             service = FastDecoder._service_of(msg.data, found, skipped)
-            if service is not None:
-                skipped.update(layout.unknown)
-                SERVICE_SHAPES.remember(msg, layout.shape, service, layout.unknown)
-            return service
+        if service is not None:
+            skipped.update(layout.unknown)
+            SERVICE_SHAPES.remember(msg, layout.shape, service, layout.unknown)
+        return service
+
+    @staticmethod
+    def _walked_service(msg: RawMessage, skipped: collections.Counter) -> model.Service | None:
         before = skipped.copy()
         service = FastDecoder._service(msg, skipped)
         if service is not None:

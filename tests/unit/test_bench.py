@@ -265,3 +265,47 @@ def test_the_longest_key_waits_are_taken_apart():
     # The longest first, in whole milliseconds, with where its time went.
     assert waits[0].startswith(f"{figures['max']:.0f} ms for ")
     assert all("read by a turn that began" in wait and "loop CPU" in wait for wait in waits)
+
+
+def test_oneshot_takes_each_run_less_the_start_up_before_it_with_ipvsadm_in_every_round(monkeypatch):
+    from types import SimpleNamespace
+
+    from ipvsman.bench import oneshot
+
+    class FakeNetns:
+        def __init__(self, role):
+            self.name = role
+
+        def exec_argv(self, argv):
+            return ["ip", "netns", "exec", self.name, *argv]
+
+        def close(self):
+            self.closed = True
+
+    # (wall, CPU) by what runs: a start-up that drifts from round to round, and the rest on top of it.
+    startups = iter([10.0, 14.0, 12.0])
+    timings = {"empty": [], "director": []}
+    order = []
+
+    def timed(argv):
+        if argv[0] == "ip":
+            order.append("ipvsadm")
+            return 1.0, 0.9
+        where = argv[argv.index("--netns") + 1]
+        order.append(where)
+        if where == "empty":
+            timings["empty"].append(next(startups))
+            return timings["empty"][-1], 8.0
+        return timings["empty"][-1] + 1.4, 9.2
+
+    monkeypatch.setattr(oneshot, "_timed", timed)
+    monkeypatch.setattr(oneshot, "Netns", FakeNetns)
+    fake = SimpleNamespace(netns=FakeNetns("director"), services=1000, dests=10)
+    report = oneshot.run(fake, runs=3, log=lambda *args: None)
+    assert order == ["empty", "director", "ipvsadm"] * 3
+    rest, cpu, whole = report.figures
+    assert rest.value == pytest.approx(1.4) and rest.reference == 1.0 and rest.met and rest.ratio == pytest.approx(1.4)
+    assert "1.40, 1.40, 1.40 s" in rest.note and "1.40x" in rest.note
+    assert cpu.value == pytest.approx(1.2) and cpu.reference == pytest.approx(0.9) and cpu.unit == "CPU s"
+    assert "1.20, 1.20, 1.20 CPU s" in cpu.note
+    assert whole.value == pytest.approx(13.4) and "12.00 s of it" in whole.label

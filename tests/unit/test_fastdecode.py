@@ -127,12 +127,13 @@ stats64 = st.fixed_dictionaries({name: st.integers(0, U64_MAX) for name in STAT_
 
 
 @st.composite
-def stats_attrs(draw, prefix: str):
-    """STATS64 and/or STATS (32-bit but for the byte counts), as old and new kernels send them."""
+def stats_attrs(draw, prefix: str, packed: bool = False):
+    """STATS64 and/or STATS (32-bit but for the byte counts), as old and new kernels send them;
+    `packed`: a whole STATS64 without padding, as Linux sends it on x86-64 (and maybe STATS)."""
     values = draw(stats64)
     small = {name: value & (U64_MAX if name.endswith("BYTES") else U32_MAX) for name, value in values.items()}
-    pad = draw(st.booleans())
-    kinds = draw(st.sampled_from(["both", "64", "32", "none", "partial64"]))
+    pad = draw(st.booleans()) and not packed
+    kinds = draw(st.sampled_from(["both", "64"] if packed else ["both", "64", "32", "none", "partial64"]))
     attrs = []
     if kinds in ("both", "32"):
         attrs.append((prefix + "STATS", stats_nest(small, pad)))
@@ -145,7 +146,7 @@ def stats_attrs(draw, prefix: str):
 
 
 @st.composite
-def service_messages(draw) -> bytes:
+def service_messages(draw, packed: bool = False) -> bytes:
     af = draw(st.sampled_from([socket.AF_INET, socket.AF_INET6]))
     attrs = [("IPVS_SVC_ATTR_AF", af)]
     if draw(st.booleans()):
@@ -170,7 +171,7 @@ def service_messages(draw) -> bytes:
         attrs.append(("IPVS_SVC_ATTR_NETMASK", draw(st.integers(0, 128)).to_bytes(4, sys.byteorder)))
     if draw(st.booleans()):
         attrs.append(("IPVS_SVC_ATTR_PE_NAME", draw(st.sampled_from(["sip", ""]))))
-    attrs += draw(stats_attrs("IPVS_SVC_ATTR_"))
+    attrs += draw(stats_attrs("IPVS_SVC_ATTR_", packed))
     attrs = draw(st.permutations(attrs))
     newer = draw(st.booleans())
     if newer:
@@ -752,15 +753,62 @@ def test_services_are_read_by_their_shape_after_the_first_poll(fresh_layouts, mo
     later = agree("service", service("wlc", 6))[0]
     assert later.stats.conns == 6 and later.key == first.key and len(walked) == 1
     # Anything before the counters changed (here the scheduler, as long as before; the address):
-    # decoded anew, from where the first message of that length had its attributes, not walked.
-    laid_out = spy(monkeypatch, fd.FastDecoder, "_service_of")
+    # decoded anew, read in one unpack where the first message of that length had its values, not walked.
+    laid_out = spy(monkeypatch, fd, "service_from_values")
     changed = agree("service", service("sed", 6))[0]
-    assert changed.scheduler == "sed" and len(walked) == 1 and len(laid_out) == 1
+    assert changed.scheduler == "sed" and len(walked) == 1 and len(laid_out) == 1  # then read by its bytes
     assert agree("service", service("wlc", 7, "10.0.9.2"))[0].key.address == "10.0.9.2" and len(laid_out) == 2
     # The same length but a header that differs ("rr" pads to the length of "wlc", but its
     # attribute says 7 bytes, not 8): that layout does not fit, so it is walked.
     assert len(service("rr", 7)) == len(service("wlc", 7))
-    assert agree("service", service("rr", 7))[0].scheduler == "rr" and len(walked) == 2 and len(laid_out) == 3
+    assert agree("service", service("rr", 7))[0].scheduler == "rr" and len(walked) == 2 and len(laid_out) == 2
+
+
+@EXAMPLES
+@given(service_messages(packed=True), service_messages(packed=True))
+def test_a_service_read_through_the_values_of_a_layout_decodes_the_same(data, other):
+    """A layout reads a service's values by position: whatever the message it was learnt from,
+    the values it reads of that message and of any other that fits its headers decode as
+    pyroute2 decodes them (unknown attributes counted as the layout counts them), or not at all
+    (None: the caller then decodes the attributes as before)."""
+    learnt_from = both(data)[1]
+    if fd.ATTRIBUTES_START + struct.unpack_from("=H", data, fd.ATTRIBUTES_START)[0] != len(data):
+        return  # a layout is learnt of a message that is one service nest (ServiceShapes._shape)
+    layout = fd.ServiceLayout.learn(learnt_from, (0, 0))  # where the counters are matters only to ServiceShapes
+    if layout is None:
+        return
+    for message in (data, other):
+        slow, fast = both(message)
+        expected_skipped = collections.Counter()
+        expected = nl.NlaDecoder.service(slow, expected_skipped)
+        values = layout.values(fast.data, fast.offset) if fast.length == learnt_from.length else None
+        found = fd.service_from_values(values) if values is not None else None
+        if found is not None:
+            assert found == expected
+            assert layout.unknown == expected_skipped
+        elif message is data and layout.pick is not None:
+            # Its own values always fit; they decode unless pyroute2's decoding refuses them too.
+            assert values is not None and (expected is None or expected.key.fwmark == 0 and expected.key.port is None)
+
+
+def test_a_first_poll_of_services_of_one_layout_reads_their_values_in_one_unpack(fresh_layouts, monkeypatch):
+    walked = spy(monkeypatch, fd.FastDecoder, "_service")
+    by_attributes = spy(monkeypatch, fd.FastDecoder, "_service_of")
+    messages = [kernel_service(index) for index in range(30)]
+    for key, message in messages:
+        skipped = collections.Counter()
+        service = fd.FastDecoder.service(both(message)[1], skipped)
+        assert service == nl.NlaDecoder.service(both(message)[0], collections.Counter()) and service.key == key
+        assert not skipped
+    assert len(walked) == 1 and len(by_attributes) == 1  # the first one only, walked and decoded from its attributes
+    # One that fits the layout's headers but whose values do not decode (an unknown protocol) is
+    # decoded from its attributes, and counted as undecodable as before.
+    odd = bytearray(messages[5][1])
+    protocol_at = odd.index(struct.pack("=HHH", 6, nl.SVC_ATTR_PROTOCOL, 6)) + 4
+    struct.pack_into("=H", odd, protocol_at, 99)
+    skipped = collections.Counter()
+    assert fd.FastDecoder.service(both(bytes(odd))[1], skipped) is None
+    assert skipped == {nl.SKIP_UNDECODABLE: 1} and len(walked) == 1 and len(by_attributes) == 2
 
 
 def test_a_service_whose_counters_do_not_end_it_is_always_walked(fresh_layouts, monkeypatch):
