@@ -101,7 +101,7 @@ def test_watch_cuts_a_long_listing_off_after_a_screenful(tmp_path):
     # Why the watch benchmark also runs ipvsadm with its output thrown away: on a 60-row
     # terminal, watch closes the pipe once the screen is full and the command dies of SIGPIPE.
     progress, finished = tmp_path / "progress", tmp_path / "finished"
-    listing = (f"i=0; while [ $i -lt 1000 ]; do echo line $i; echo $i > {progress}; i=$((i+1)); done; "
+    listing = (f"i=0; while [ $i -lt 5000 ]; do echo line $i; echo $i > {progress}; i=$((i+1)); done; "
                f"echo done >> {finished}")  # fmt: skip
     process = watch.PtyProcess(["watch", "-n1", listing], watch.terminal_env())
     try:
@@ -112,7 +112,9 @@ def test_watch_cuts_a_long_listing_off_after_a_screenful(tmp_path):
     finally:
         process.close()
     assert not finished.exists()  # no run got to the end of its listing
-    assert 0 < int(progress.read_text()) < watch.ROWS
+    # Cut off soon after a screenful: on a loaded machine the shell may run ahead of watch's
+    # reads by a hundred lines or so before the closed pipe stops it, never by thousands.
+    assert 0 < int(progress.read_text()) < 1000
 
 
 def test_a_command_on_a_pseudo_terminal_is_watched_and_stopped():
