@@ -35,7 +35,7 @@ class Plan:
     pyroute2_runs: int = 2  # at 1,000 services each takes over a minute in the guest
     pyroute2_max_services: int | None = None  # pyroute2-decoded polls only up to this size
     watch_seconds: float = 60.0
-    oneshot_runs: int = 3
+    oneshot_runs: int = 5
     watch_table_entries: int = 500_000  # watching again with this many synced connections (0: not)
     watch_table_seconds: float = 300.0
     # Reading /proc/net/ip_vs_conn costs the kernel O(n^2) (it walks its hash table from the
