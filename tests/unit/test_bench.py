@@ -285,7 +285,7 @@ def test_oneshot_measures_past_the_imports_and_less_the_start_up_with_ipvsadm_in
             self.closed = True
 
     # A start-up that drifts from round to round, and the rest on top of it: past the imports the
-    # director's run takes 1.3 s (1.1 CPU s) whatever its start-up took.
+    # director's run takes 1.3 s (1.1 CPU s) more than the empty one's, whatever the start-ups took.
     startups = iter([10.0, 14.0, 12.0])
     timings = {"empty": [], "director": []}
     order = []
@@ -296,21 +296,21 @@ def test_oneshot_measures_past_the_imports_and_less_the_start_up_with_ipvsadm_in
             return oneshot.Run(1.0, 0.9)
         where = argv[argv.index("--netns") + 1]
         order.append(where)
-        if where == "empty":
-            assert argv[1:3] == ["-m", "ipvsman"]
-            timings["empty"].append(next(startups))
-            return oneshot.Run(timings["empty"][-1], 8.0)
         assert argv[1] == "-c" and oneshot.MARK in argv[2]
-        return oneshot.Run(timings["empty"][-1] + 1.4, 9.2, 1.3, 1.1)
+        if where == "empty":
+            timings["empty"].append(next(startups))
+            return oneshot.Run(timings["empty"][-1], 8.0, 0.5, 0.4)
+        return oneshot.Run(timings["empty"][-1] + 1.4, 9.2, 1.8, 1.5)
 
     monkeypatch.setattr(oneshot, "_timed", timed)
     monkeypatch.setattr(oneshot, "Netns", FakeNetns)
     fake = SimpleNamespace(netns=FakeNetns("director"), services=1000, dests=10)
     report = oneshot.run(fake, runs=3, log=lambda *args: None)
     assert order == ["empty", "director", "ipvsadm"] * 3
-    past, past_cpu, rest, cpu, whole = report.figures
+    past, past_cpu, fixed, rest, cpu, whole = report.figures
     assert past.value == pytest.approx(1.3) and past.reference == 1.0 and past.met and past.ratio == pytest.approx(1.3)
     assert past_cpu.value == pytest.approx(1.1) and past_cpu.reference == pytest.approx(0.9)
+    assert fixed.value == pytest.approx(0.5) and fixed.reference is None
     assert rest.value == pytest.approx(1.4) and rest.reference == 1.0 and rest.ratio == pytest.approx(1.4)
     assert "1.40, 1.40, 1.40 s" in rest.note and "1.40x" in rest.note
     assert cpu.value == pytest.approx(1.2) and cpu.reference == pytest.approx(0.9) and cpu.unit == "CPU s"
