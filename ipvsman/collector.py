@@ -20,6 +20,13 @@ on a loaded machine. sys.getallocatedblocks() walks the allocator's pools, far f
 
 `paused()` still goes around the code that builds many objects (a poll, a /proc parse, the demo's
 warm-up) when no Schedule runs: no automatic collection inside it.
+
+Freeing is the other half. A snapshot of 10,000 services x 10 real servers is some 1.2 million
+objects, and dropping its last reference frees all of them in one go, in C, holding the
+interpreter lock throughout (25-45 ms, more on a loaded machine), in whichever thread dropped it:
+the loop's, when a view let go of an old snapshot on a key. So the dashboard hands each snapshot it
+is done with to the Schedule's `Releaser`, a thread that waits until nothing else refers to it and
+then frees it a slice at a time, letting the loop in between slices.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 # The blocks in use are counted every CHECK_PERIOD seconds; their floor is the smallest of the
 # last WINDOW counts, so a count taken while two snapshots were alive does not look like growth.
@@ -97,7 +105,7 @@ class Schedule:
     `start()` turns automatic collection off until `stop()` (which thaws what was frozen);
     `building_snapshot()` does the frequent young collections from the polling thread, and
     `collect_if_due()` the rare checks and full collections from the loop, which calls it only
-    when no key has just been pressed.
+    when no key has just been pressed. `release()` frees old snapshots in a thread of their own.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, check_period: float = CHECK_PERIOD,
@@ -116,10 +124,12 @@ class Schedule:
         self.check_seconds = 0.0  # the longest count of the blocks
         self._last_check = 0.0
         self._enable_after = False
+        self.releaser = Releaser()  # frees old snapshots outside the loop, while this runs
 
     def start(self) -> None:
         if self.running:
             return
+        self.releaser.start()
         with _lock:
             if not _schedules:
                 # A paused() block active now would restore its own view of the state; this one
@@ -137,6 +147,7 @@ class Schedule:
         if not self.running:
             return
         self.running = False
+        self.releaser.stop()
         with _lock:
             _schedules.remove(self)
             last = not _schedules
@@ -152,6 +163,11 @@ class Schedule:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    def release(self, obj: object) -> None:
+        """Hand over what the caller is done with (an old snapshot): freed in the Releaser's thread, a
+        slice at a time, once nothing refers to it; at once, by the caller, when no Schedule runs."""
+        self.releaser.release(obj)
 
     def collect_young(self) -> float:
         """Collect what is not frozen (what was made since the last freeze), then freeze what is left."""
@@ -200,3 +216,176 @@ class Schedule:
         self.lowest = None
         self._last_check = self.clock()
         return self.last_seconds
+
+
+# -- freeing old snapshots a slice at a time -------------------------------------------------------
+
+# A slice frees about this much; the lock is let go after each (time.sleep: the loop gets it).
+SLICE_SECONDS = 0.0005
+YIELD_SECONDS = 0.0001
+# An object with fewer referents than this is a record (a Snapshot, a RawState): its parts are
+# released one by one. One with more is a collection (10,000 services, a dict of 100,000 servers):
+# its parts, each small, are freed a slice of them at a time, the slice sized by the time it takes.
+RECORD_PARTS = 64
+FIRST_SLICE = 16  # then doubled while slices are quick: a few large parts are not freed at once
+LARGEST_SLICE = 512  # parts shared with the next snapshot cost nothing, and make slices grow: kept small
+# What is still held elsewhere waits (checked again every RECHECK_SECONDS); past PENDING_LIMIT of
+# them the oldest is given up to whoever holds it (a leak elsewhere must not grow here too).
+RECHECK_SECONDS = 0.25
+PENDING_LIMIT = 16
+
+
+def _held_in_dict_and_local() -> int:
+    """sys.getrefcount of an object held by a dict and a local name, as `Releaser._take` sees it."""
+    pending = {0: object()}
+    item = pending[0]
+    return sys.getrefcount(item)
+
+
+def _held_in_local() -> int:
+    """sys.getrefcount of an object held by a local name alone, as `Releaser._free` sees it."""
+    stack = [object()]
+    item = stack.pop()
+    return sys.getrefcount(item)
+
+
+class Releaser:
+    """A thread that frees what the dashboard is done with (old snapshots), a slice at a time.
+
+    `release(obj)` keeps `obj` until nothing else refers to it (views that still show it let go
+    first), then frees it in slices of about SLICE_SECONDS, sleeping a moment between them, so
+    that the loop's thread never waits long for the interpreter lock. Until `start()`, and after
+    `stop()`, release() keeps nothing: the caller's reference frees the object as usual.
+    """
+
+    def __init__(self, slice_seconds: float = SLICE_SECONDS, recheck: float = RECHECK_SECONDS,
+                 limit: int = PENDING_LIMIT):  # fmt: skip
+        self.slice_seconds = slice_seconds
+        self.recheck = recheck
+        self.limit = limit
+        self.freed = 0  # objects freed here (released ones and their parts)
+        self.released = 0  # released objects freed here
+        self.given_up = 0  # released objects still held elsewhere when the limit was passed
+        self.longest_slice = 0.0  # CPU seconds of the longest slice: about how long it kept the lock
+        self.busy_seconds = 0.0  # CPU seconds of all the slices together
+        self.busy = False  # freeing now
+        self.slices = 0
+        self._pending: dict[int, Any] = {}  # id -> object, oldest first
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._in_dict, self._in_local = _held_in_dict_and_local(), _held_in_local()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="ipvsman-release", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+        with self._cond:
+            self._pending.clear()
+
+    def release(self, obj: object) -> None:
+        """Take a reference to `obj`: freed later in this thread once the caller's and all others are gone."""
+        if obj is None or self._thread is None:
+            return
+        with self._cond:
+            self._pending[id(obj)] = obj
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def _take(self) -> Any:
+        """A pending object that nothing else refers to any more (removed from the pending ones), or None."""
+        for key in list(self._pending):
+            item = self._pending[key]
+            if sys.getrefcount(item) <= self._in_dict:
+                del self._pending[key]
+                return item
+            del item
+        if len(self._pending) > self.limit:
+            # Held elsewhere for long: no longer ours to free (its holder frees it, whole).
+            del self._pending[next(iter(self._pending))]
+            self.given_up += 1
+        return None
+
+    def _run(self) -> None:
+        from ipvsman.threadnames import name_this_thread
+
+        name_this_thread()
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                item = self._take()
+                if item is None:
+                    self._cond.wait(self.recheck)
+                    continue
+                self.busy = True
+            stack = [item]
+            del item
+            self._free(stack)
+            self.released += 1
+            self.busy = False
+
+    def _free(self, stack: list) -> None:
+        """Free the objects on `stack` (each referred to by the stack alone) and what only they hold, in slices."""
+        slice_started = time.thread_time()
+        while stack and not self._stopping:
+            item = stack.pop()
+            if sys.getrefcount(item) > self._in_local:
+                del item  # held elsewhere too: not ours to free
+                continue
+            if type(item) is list and len(item) >= RECORD_PARTS:  # ours alone: emptied in place, not copied
+                parts = item
+            else:
+                parts = gc.get_referents(item)
+                if len(parts) < RECORD_PARTS:
+                    stack.extend(parts)  # a record: each part in turn (the small ones cost nothing)
+                    del parts, item
+                    self.freed += 1
+                    if time.thread_time() - slice_started >= self.slice_seconds:
+                        slice_started = self._yield(slice_started)
+                    continue
+                slice_started = self._yield(slice_started)  # the copy of a large collection's items
+            del item  # a collection: frees it alone, `parts` holds what it held
+            self.freed += 1
+            size = FIRST_SLICE  # parts of one collection are alike; another's may be much larger
+            while parts and not self._stopping:
+                count = min(size, len(parts))
+                started = time.thread_time()
+                del parts[-count:]
+                took = time.thread_time() - started
+                self.freed += count
+                if took > self.slice_seconds:
+                    size = max(1, size // 2)
+                elif took < self.slice_seconds / 4:
+                    size = min(size * 2, LARGEST_SLICE)
+                slice_started = self._yield(slice_started)
+        # Stopping: what is left goes at once.
+
+    def _yield(self, slice_started: float) -> float:
+        """The end of a slice: counted, then the lock let go for a moment. Returns when the next began."""
+        took = time.thread_time() - slice_started
+        self.longest_slice = max(self.longest_slice, took)
+        self.busy_seconds += took
+        self.slices += 1
+        time.sleep(YIELD_SECONDS)
+        return time.thread_time()
