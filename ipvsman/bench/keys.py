@@ -17,6 +17,7 @@ import itertools
 import os
 import random
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -217,9 +218,12 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
     waits: list[float] = []
     spans: list[tuple[float, float]] = []  # each key's arrival and the end of its frame
     rss = [current_rss_mb()]
+    blocks = [sys.getallocatedblocks()]  # Python's memory blocks in use: a leak grows them, fragmentation does not
     cpu_started, started = time.process_time(), time.monotonic()
     sample_at = started + 30.0
-    rss_half = None  # the last sample of the run's first half
+    rss_half = blocks_half = None  # the last samples of the run's first half
+    releaser = dashboard.collector.releaser
+    released_before, release_cpu_before = releaser.released, releaser.busy_seconds
     slow: list[Wait] = []  # the longest waits, longest first
     with Collections() as collections:
         poller.start()
@@ -253,8 +257,9 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
                 idle = CpuClocks.take(poller)  # the loop goes idle
                 if now >= sample_at:
                     rss.append(current_rss_mb())  # not gc.get_freeze_count(): it walks millions of objects
+                    blocks.append(sys.getallocatedblocks())
                     if now - started < seconds / 2:
-                        rss_half = rss[-1]
+                        rss_half, blocks_half = rss[-1], blocks[-1]
                     sample_at += 30.0
         finally:
             poller.stop(timeout=30)
@@ -262,6 +267,7 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
     elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu_started
     rss.append(current_rss_mb())
+    blocks.append(sys.getallocatedblocks())
     frozen = gc.get_freeze_count()
     # What frozen cycles kept: garbage that only a collection of everything, thawed, finds.
     gc.unfreeze()
@@ -295,6 +301,13 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
         "rss_half": rss_half,
         "frozen_last": frozen,
         "leaked": leaked,
+        "blocks_first": blocks[0],
+        "blocks_half": blocks_half,
+        "blocks_last": blocks[-1],
+        # Old snapshots freed by the collector's Releaser thread, outside the loop.
+        "released": releaser.released - released_before,
+        "release_cpu": releaser.busy_seconds - release_cpu_before,
+        "release_slice_max": releaser.longest_slice * 1000,
     }
     log(f"keys: {figures}")
     return figures

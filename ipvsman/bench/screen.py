@@ -277,11 +277,17 @@ def keys_in_use(scene: Scene, seconds: float, log=print) -> list[Figure]:
                f"{use['collection_ms']:.0f} ms in all; counting memory blocks: {use['longest_check']:.1f} ms; "
                f"{use['leaked']:,} frozen objects were cyclic garbage at the end"),
         Figure("screen", "keys: CPU of the process over that use (polling thread + loop), share of one CPU",
-               use["cpu_share"] * 100, "%"),
+               use["cpu_share"] * 100, "%", note=f"of which freeing {use['released']} old snapshots outside the "
+               f"loop {use['release_cpu']:.1f} s, a slice of it {use['release_slice_max']:.1f} ms at most"),
         Figure("screen", "keys: memory (RSS) growth over the second half of that use", use["rss_growth"], "MB",
                note=f"RSS {use['rss_first']:.0f} MB before, {use['rss_last']:.0f} MB at the end, "
-               f"{use['frozen_last']:,} objects frozen"),
+               f"{use['frozen_last']:,} objects frozen; Python's memory blocks in use {_millions(use['blocks_first'])} "
+               f"before, {_millions(use['blocks_half'])} at half time, {_millions(use['blocks_last'])} at the end"),
     ]  # fmt: skip
+
+
+def _millions(count: int | None) -> str:
+    return "-" if count is None else f"{count / 1e6:.2f} M"
 
 
 def _ms(value: float | None) -> str:

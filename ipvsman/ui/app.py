@@ -57,9 +57,8 @@ from ipvsman.ui.views.connections import ConnectionsView
 from ipvsman.ui.views.realservers import RealServersView
 from ipvsman.ui.views.sync import SyncView
 from ipvsman.ui.views.virtual import VirtualServersView
-from ipvsman.ui.widgets import fmt_age, fmt_count
+from ipvsman.ui.widgets import DashboardWidget, fmt_age, fmt_count
 
-MIN_COLS, MIN_ROWS = 80, 24
 WIDE_COLS = 100  # from here on the tab bar has room for the views' full titles
 TICK_SECONDS = 1.0
 KEY_QUIET_SECONDS = 1.0  # no scheduled garbage collection this soon after a key
@@ -126,40 +125,6 @@ def load_resync():
 def _is_missing(selection) -> bool:
     """Whether a row stands for a configured service or real server the kernel lacks."""
     return isinstance(selection, tuple) and len(selection) == 2 and selection[0] == "missing"
-
-
-class DashboardWidget(urwid.WidgetWrap):
-    """The top widget: hands keys and mouse events to the controller, and draws a one-line
-    notice instead of the dashboard when the terminal is too small (nothing is lost)."""
-
-    def __init__(self, controller: Dashboard, body: urwid.Widget):
-        self.controller = controller
-        super().__init__(body)
-
-    def set_body(self, body: urwid.Widget) -> None:
-        self._w = body
-
-    @property
-    def body(self) -> urwid.Widget:
-        return self._w
-
-    def selectable(self) -> bool:
-        return True
-
-    def render(self, size, focus=False):
-        cols, rows = size
-        if cols < MIN_COLS or rows < MIN_ROWS:
-            notice = urwid.Text(("toosmall", f"terminal too small: need {MIN_COLS}x{MIN_ROWS}, have {cols}x{rows}"),
-                                wrap="clip")
-            return urwid.Filler(notice, valign="top").render(size, focus)
-        self.controller.set_width(cols)
-        return super().render(size, focus)
-
-    def keypress(self, size, key):
-        return self.controller.keypress(size, key)
-
-    def mouse_event(self, size, event, button, col, row, focus):
-        return self.controller.mouse_event(size, event, button, col, row, focus)
 
 
 class Dashboard:
@@ -357,6 +322,8 @@ class Dashboard:
     def show_view(self, view: View) -> None:
         if self.prompt is not None:
             self.close_filter()
+        if view is not self.view:
+            self.view.hide()  # keeps no old snapshot alive (see apply_snapshot)
         self.view = view
         self.frame.body = view.widget
         self.refresh()
@@ -487,10 +454,14 @@ class Dashboard:
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Polling thread: keep the newest snapshot and have at most one apply waiting in the loop."""
         with self._lock:
-            self._latest = snapshot
-            if self._apply_scheduled or self.loop is None:
-                return
-            self._apply_scheduled = True
+            replaced, self._latest = self._latest, snapshot
+            schedule = not self._apply_scheduled and self.loop is not None
+            if schedule:
+                self._apply_scheduled = True
+        self.collector.release(replaced)  # one never applied would be freed here, whole, at once
+        del replaced
+        if not schedule:
+            return
         try:
             self.loop.call_from_thread(self._apply_latest)
         except RuntimeError:  # the loop has stopped: nothing left to draw on
@@ -550,6 +521,10 @@ class Dashboard:
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         if self.snapshot is None or snapshot.state is not self.snapshot.state:
             self.data_taken_at = snapshot.taken_at  # paused snapshots repeat the last state: its age grows
+        # The old snapshot is freed in the collector's thread once the view has let go of it
+        # (hidden views keep none): over a million objects at 10,000 x 10, 25-45 ms in this thread.
+        if snapshot is not self.snapshot:
+            self.collector.release(self.snapshot)
         self.snapshot = snapshot
         if snapshot.error and snapshot.error != self._last_error:
             self.status.post(f"poll: {snapshot.error}", "error")

@@ -1,4 +1,4 @@
-"""Rows, cells, number formats and sparklines shared by the views."""
+"""Rows, cells, number formats and sparklines shared by the views, and the dashboard's top widget."""
 
 from __future__ import annotations
 
@@ -172,3 +172,40 @@ class Row(urwid.AttrMap):
     @property
     def plain(self) -> str:
         return self.text.text
+
+
+MIN_COLS, MIN_ROWS = 80, 24  # the smallest terminal the dashboard draws in
+
+
+class DashboardWidget(urwid.WidgetWrap):
+    """The top widget: hands keys and mouse events to the controller (ipvsman.ui.app.Dashboard), and draws a one-line
+    notice instead of the dashboard when the terminal is too small (nothing is lost)."""
+
+    def __init__(self, controller, body: urwid.Widget):
+        self.controller = controller
+        super().__init__(body)
+
+    def set_body(self, body: urwid.Widget) -> None:
+        self._w = body
+
+    @property
+    def body(self) -> urwid.Widget:
+        return self._w
+
+    def selectable(self) -> bool:
+        return True
+
+    def render(self, size, focus=False):
+        cols, rows = size
+        if cols < MIN_COLS or rows < MIN_ROWS:
+            notice = urwid.Text(("toosmall", f"terminal too small: need {MIN_COLS}x{MIN_ROWS}, have {cols}x{rows}"),
+                                wrap="clip")
+            return urwid.Filler(notice, valign="top").render(size, focus)
+        self.controller.set_width(cols)
+        return super().render(size, focus)
+
+    def keypress(self, size, key):
+        return self.controller.keypress(size, key)
+
+    def mouse_event(self, size, event, button, col, row, focus):
+        return self.controller.mouse_event(size, event, button, col, row, focus)

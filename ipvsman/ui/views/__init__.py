@@ -338,6 +338,11 @@ class View:
     def update(self, snapshot: Snapshot | None, ctx: ViewContext) -> None:
         raise NotImplementedError
 
+    def hide(self) -> None:
+        """Another view is shown: let go of the snapshot and of anything made of it (the controller
+        hands old snapshots on to be freed outside the loop, which a view keeping one defeats), but
+        keep the selection. The next update() shows the snapshot of that moment."""
+
     def selection(self) -> Hashable | None:
         """The key of the selected row (ServiceKey, DestKey, ("vip", addr), ("rs", addr), or
         ("missing", ServiceKey or DestKey) for a configured one the kernel lacks), or None."""
@@ -439,7 +444,8 @@ class KeyedRowWalker(urwid.ListWalker):
                 starts = list(itertools.accumulate(map(operator.itemgetter(0), blocks), initial=0))  # in C: no loop here
             self.blocks, self.starts, self.total = blocks, starts, starts[-1]
             self.block_of = getattr(blocks, "block_of", None)
-        self._previous = {row.key: row for row in self._rows.values()}
+        if self._rows:  # else (shown again after hide()) the rows kept then are still the newest
+            self._previous = {row.key: row for row in self._rows.values()}
         self._rows = {}
 
     def __len__(self) -> int:
@@ -569,6 +575,7 @@ class KeyedListView(View):
         self._notes: tuple = ()
         self.widget = urwid.Frame(self.listbox, header=self._column_header)
         self.rows = ShownRows(self.walker)
+        self._kept_focus: tuple[Hashable | None, int | None] | None = None  # while hidden (hide)
 
     def build(self, snapshot: Snapshot, ctx: ViewContext) -> Iterable[tuple[Hashable, Markup, bool]]:
         """(key, markup, selectable) of each row, top to bottom: for short lists; long ones override
@@ -600,11 +607,23 @@ class KeyedListView(View):
         else:
             blocks = self.blocks(snapshot, ctx)
         focus_key, focus_index = self._focus()
+        self._kept_focus = None
         self.walker.set_blocks(blocks)
         self._restore_focus(focus_key, focus_index)
         self.walker.changed()
 
+    def hide(self) -> None:
+        if self._kept_focus is None:
+            self._kept_focus = self._focus()
+        self.walker.set_blocks([])  # blocks made without an arrangement hold the snapshot's services
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """What hide() leaves to each view: its own references to the snapshot (row kinds kept for reuse)."""
+
     def _focus(self) -> tuple[Hashable | None, int | None]:
+        if self._kept_focus is not None:
+            return self._kept_focus
         if not len(self.walker):
             return None, None
         index = self.walker.focus

@@ -98,6 +98,10 @@ class BindingsView(KeyedListView):
                 blocks.append((head + len(service.dests) + len(lacking), service_rows, (service, own, lacking, head)))
         return blocks
 
+    def _let_go(self) -> None:
+        if self._arranged is not None:
+            self._arranged[1].kind.forget()
+
     def _fit_service_column(self, snapshot: Snapshot, ctx: ViewContext, services) -> None:
         """Make the service column fit the labels of `services` (what is shown), once a labels_key."""
         width_for = labels_key(snapshot, ctx)
@@ -277,6 +281,10 @@ class ArrangedRows(RowKind):
     def show(self, snapshot: Snapshot, ctx: ViewContext, server_width: int) -> None:
         self.snapshot = snapshot
         self.titles, self.services = VipTitleRows(self.view, ctx), ServiceRows(self.view, ctx, server_width)
+
+    def forget(self) -> None:
+        """The view is hidden: no snapshot kept (show() gives the next one)."""
+        self.snapshot = self.titles = self.services = None
 
     def _resolved(self, payload) -> tuple[RowKind, object]:
         if isinstance(payload, int):

@@ -207,6 +207,7 @@ class ConnectionWalker(urwid.ListWalker):
         self.focus = 0
         self.created = 0  # widgets made so far: a test checks this stays near a screenful
         self._cache: dict[int, Row] = {}
+        self._spare: dict[int, Row] = {}  # the rows before the last refresh, by position: reused, text set anew
 
     def set_rows(self, connections: Sequence[Connection], order: Sequence[int], focus: int) -> None:
         self.connections = connections
@@ -215,8 +216,9 @@ class ConnectionWalker(urwid.ListWalker):
         self.refresh()
 
     def refresh(self) -> None:
-        """Forget the made rows (their text changes: countdowns, names) and redraw."""
-        self._cache.clear()
+        """Make the rows' text again (countdowns, names change) and redraw; their widgets are reused."""
+        if self._cache:
+            self._spare, self._cache = self._cache, {}
         self._modified()
 
     def __len__(self) -> int:
@@ -230,10 +232,12 @@ class ConnectionWalker(urwid.ListWalker):
         if row is None:
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
-            row = Row(("conn", position))
+            row = self._spare.pop(position, None)
+            if row is None:
+                row = Row(("conn", position))
+                self.created += 1
             row.set_markup(self.formatter(self.connection_at(position)))
             self._cache[position] = row
-            self.created += 1
         return row
 
     def get_focus(self):
@@ -282,11 +286,17 @@ class ConnectionsView(View):
         self.ctx = ViewContext()
         self._computed_for: tuple | None = None
         self._show_origin = False
+        self._table: Sequence[Connection] | None = None  # the table the rows are made of (state.connections)
 
     # -- what the controller changes ---------------------------------------------------------
     def set_filter(self, text: str) -> None:
         """Raises ValueError (one readable line) for a filter that does not parse."""
         self.filter = ConnectionFilter.parse(text)
+        if self.snapshot is None and self._table is not None:
+            # Hidden: the rows are made when it is shown, of the table of that moment.
+            self._table = None
+            self.walker.set_rows((), (), 0)
+            return
         self._recompute(keep_focus=False)
 
     def step_sort(self, step: int) -> None:
@@ -298,17 +308,20 @@ class ConnectionsView(View):
         self.sort_reverse = not self.sort_reverse
         self._recompute(keep_focus=True)
 
+    def hide(self) -> None:
+        # The table and its order stay (shown again with the same table, as on a budget: no sort
+        # again); the rest of the snapshot goes.
+        self.snapshot = None
+
     def update(self, snapshot: Snapshot | None, ctx: ViewContext) -> None:
         self.ctx = ctx
         if snapshot is not self.snapshot:
             # Tables are read less often than polls (on a budget) and a paused poll repeats its
             # table: the same table keeps its rows and its time, so countdowns go on.
-            same_table = (
-                snapshot is not None and self.snapshot is not None
-                and snapshot.state.connections is self.snapshot.state.connections
-            )  # fmt: skip
+            same_table = snapshot is not None and self._table is not None and snapshot.state.connections is self._table
             self.snapshot = snapshot
             if not same_table:
+                self._table = snapshot.state.connections if snapshot is not None else None
                 read = snapshot.table.read if snapshot else None
                 self.taken_at = read.finished_at if read else snapshot.taken_at if snapshot else 0.0
                 self._recompute(keep_focus=True)
@@ -325,7 +338,7 @@ class ConnectionsView(View):
     def _recompute(self, keep_focus: bool) -> None:
         previous = self.selection() if keep_focus else None
         previous_position = self.walker.focus
-        connections = self.snapshot.connections if self.snapshot else ()
+        connections = self._table or ()
         self._show_origin = any(conn.origin for conn in connections[:64])
         order: Sequence[int]
         table = isinstance(connections, ConnectionTable)  # then column-wise: no Connection per entry

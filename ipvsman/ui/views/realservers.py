@@ -64,8 +64,7 @@ class RealServersView(KeyedListView):
         self._reused = None
         arrangement = snapshot.arrangement if report is None else None
         if arrangement is not None and arrangement.server_blocks.entries:  # worked out by the polling thread
-            by_position = arrangement.by_position
-            entries_of = entries_in_order(snapshot, by_position, None)
+            by_position, entries_of = arrangement.by_position, None  # entries: each service's dests
             server_blocks = arrangement.server_blocks
         else:
             by_position, entries_of, servers = self._group(snapshot, report, drift_only)
@@ -73,6 +72,8 @@ class RealServersView(KeyedListView):
                 text = " no real server drifts" if drift_only else " no real servers"
                 return [(1, READY, (("empty",), [("dim", text)], False))]
             server_blocks = ServerBlocks(servers, self._address_order(servers))
+            if report is None:
+                entries_of = None  # each service's dests, looked up in the snapshot shown (kept while the layout holds)
         # One block a real server address; its payload is the address's list of entries alone.
         kind = self._kind = ServerRows(self, server_blocks.entries[0], server_blocks.index)
         kind.show(snapshot, ctx, by_position, entries_of)
@@ -95,6 +96,12 @@ class RealServersView(KeyedListView):
 
         servers = servers_by_address(entries_of, drifts if drift_only else None)
         return by_position, entries_of, servers
+
+    def _let_go(self) -> None:
+        if self._kind is not None:
+            self._kind.show(None, None)
+        if self._reused is None:
+            self._kind = None
 
     def _address_order(self, servers: dict) -> list[str]:
         """The addresses in address order; the same as last time when the set of addresses is (a set
@@ -180,7 +187,9 @@ def entries_in_order(snapshot: Snapshot, by_position: list[int], report) -> list
 class ServerRows(RowKind):
     """The rows of one real server address in view 3; payload [(service position, entry position)...]
     of that address, resolved in the snapshot shown (an entry is a ConfiguredDest where the kernel
-    lacks the server); a blank line first but for the first address's block.
+    lacks the server); a blank line first but for the first address's block. Without a
+    configuration compared (`entries_of` None), an entry is the index of a real server in its
+    service's dests, looked up in the snapshot shown when its row is drawn.
 
     While the layout holds the view keeps its blocks and `show`s each new snapshot here instead."""
 
@@ -190,17 +199,19 @@ class ServerRows(RowKind):
         self.snapshot: Snapshot | None = None
         self.ctx: ViewContext | None = None
         self.by_position: list[int] = []
-        self.entries_of: list[tuple] = []
+        self.entries_of: list[tuple] | None = None
 
-    def show(self, snapshot: Snapshot, ctx: ViewContext, by_position=None, entries_of=None) -> None:
+    def show(self, snapshot: Snapshot | None, ctx: ViewContext | None, by_position=None, entries_of=None) -> None:
+        """Rows drawn from `snapshot` from now on (None: the view is hidden, none kept)."""
         self.snapshot, self.ctx = snapshot, ctx
         if by_position is not None:
             self.by_position = by_position
-        self.entries_of = entries_of if entries_of is not None else entries_in_order(snapshot, self.by_position, None)
+            self.entries_of = entries_of
 
     def _entry(self, pair: tuple[int, int]) -> tuple[Service, Dest | ConfiguredDest]:
         position, index = pair
-        return self.snapshot.services[self.by_position[position]], self.entries_of[position][index]
+        service = self.snapshot.services[self.by_position[position]]
+        return service, (service.dests if self.entries_of is None else self.entries_of[position])[index]
 
     def _unpack(self, pairs: list) -> tuple[int, str, list]:
         return (pairs is not self.first), self._entry(pairs[0])[1].address, pairs

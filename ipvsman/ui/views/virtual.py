@@ -7,6 +7,7 @@ from ipvsman.model import SCHEDULER_NAMES, Service, ServiceKey, Snapshot, connec
 from ipvsman.topology import ConfiguredService
 from ipvsman.ui.views import (
     READY,
+    IndexedBlocks,
     KeyedListView,
     RowKind,
     ViewContext,
@@ -45,25 +46,48 @@ class VirtualServersView(KeyedListView):
         self._labels: dict = {}  # service key -> label
         self._labels_for: tuple | None = None  # what _labels were worked out for
         self._groups = VipGroups()
+        self._arranged: tuple | None = None  # (model.Arrangement, its blocks) while the layout holds
 
     def header(self, ctx: ViewContext):
         width = self.width
         return Line(width).add(" VIRTUAL SERVER / SERVICE", width - 14).add("CONNECTIONS", 13, align=">").markup
 
     def blocks(self, snapshot: Snapshot, ctx: ViewContext):
+        arrangement = snapshot.arrangement if ctx.drift is None else None
+        if arrangement is not None and arrangement.vip_payloads:
+            # Worked out by the polling thread for this layout: the same blocks every snapshot of
+            # it, a VIP's services resolved in the snapshot shown when its rows are drawn.
+            self._fit_labels(snapshot, ctx, snapshot.services)
+            if self._arranged is None or self._arranged[0] is not arrangement:
+                kind = ArrangedVipRows(self, arrangement.vip_index)
+                blocks = IndexedBlocks(arrangement.vip_rows, kind, arrangement.vip_payloads, arrangement.vip_starts,
+                                       kind.block_of)  # fmt: skip
+                self._arranged = (arrangement, blocks)
+            blocks = self._arranged[1]
+            blocks.kind.show(snapshot, ctx)
+            return blocks
+        self._arranged = None
         groups = self._groups.shown(snapshot, ctx)
         if not groups:
             text = " no drift: the kernel and the configuration agree" if ctx.drift_only else " no virtual services"
             return [(1, READY, (("empty",), [("dim", text)], False))]
-        labels_for = labels_key(snapshot, ctx)
-        if labels_for is None or labels_for != self._labels_for:
-            self._labels = {s.key: self._label(s.key, ctx) for _, group in groups for s in group}
-            self._labels_for = labels_for
-            self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
+        self._fit_labels(snapshot, ctx, [s for _, group in groups for s in group])
         kind = VipRows(self, snapshot, ctx)
         # One block a VIP: a blank line before all but the first, its title, a row a service.
         return [(len(group) + 1 + (index > 0), kind, (index > 0, address, group)) for index, (address, group) in
                 enumerate(groups)]  # fmt: skip
+
+    def _fit_labels(self, snapshot: Snapshot, ctx: ViewContext, services) -> None:
+        """The labels of `services` (what is shown) and the column that fits them, once a labels_key."""
+        labels_for = labels_key(snapshot, ctx)
+        if labels_for is None or labels_for != self._labels_for:
+            self._labels = {s.key: self._label(s.key, ctx) for s in services}
+            self._labels_for = labels_for
+            self.label_width = max(LABEL_MIN, min(LABEL_MAX, 1 + max(map(len, self._labels.values()))))
+
+    def _let_go(self) -> None:
+        if self._arranged is not None:
+            self._arranged[1].kind.show(None, None)
 
     @staticmethod
     def _label(key, ctx: ViewContext) -> str:
@@ -199,4 +223,55 @@ class VipRows(RowKind):
         for index, service in enumerate(services):
             if service.key == wanted and isinstance(service, ConfiguredService) == missing:
                 return gap + 1 + index
+        return None
+
+
+class Resolved:
+    """A VIP's services as positions in a snapshot's services, looked up when asked for."""
+
+    __slots__ = ("services", "positions")
+
+    def __init__(self, services, positions):
+        self.services, self.positions = services, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index):
+        return self.services[self.positions[index]]
+
+    def __iter__(self):
+        return map(self.services.__getitem__, self.positions)
+
+
+class ArrangedVipRows(VipRows):
+    """VipRows over model.Arrangement's blocks: payload (gap, address, positions of its services in
+    the snapshot shown); without a configuration compared (so no configured services)."""
+
+    def __init__(self, view: VirtualServersView, index: dict):
+        super().__init__(view, None, None)
+        self.index = index
+
+    def show(self, snapshot: Snapshot | None, ctx: ViewContext | None) -> None:
+        self.snapshot, self.ctx = snapshot, ctx
+
+    def _resolved(self, payload):
+        gap, address, positions = payload
+        return gap, address, Resolved(self.snapshot.services, positions)
+
+    def key(self, payload, offset):
+        return super().key(self._resolved(payload), offset)
+
+    def markup(self, payload, offset):
+        return super().markup(self._resolved(payload), offset)
+
+    def find(self, payload, count, key):
+        return super().find(self._resolved(payload), count, key)
+
+    def block_of(self, key) -> int | None:
+        """The block that may hold a row key (IndexedBlocks.block_of)."""
+        if isinstance(key, ServiceKey):
+            return self.index.get(key)
+        if isinstance(key, tuple) and len(key) == 2 and key[0] in ("gap", "vip"):
+            return self.index.get(("vip", key[1]))
         return None
