@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,24 +40,26 @@ def local_addresses(netns: str | None = None) -> list[tuple[str, str]]:
     VipLookupError with a one-line reason when the addresses cannot be read.
     """
     try:
-        from pyroute2 import IPRoute
+        import psutil
 
         from ipvsman.kernel import netns as namespaces
 
-        # This thread enters the namespace for the call, and the socket is made there. Not
-        # IPRoute(netns=...): pyroute2 forks a child process to make each such socket, which
-        # every few seconds is most of an idle dashboard's CPU on a slow machine.
-        with namespaces.entered(netns), IPRoute() as ipr:
-            links = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
-            pairs = []
-            for message in ipr.get_addr():
-                # IFA_LOCAL is the local end on point-to-point links, where IFA_ADDRESS is the peer.
-                address = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
-                if not address:
-                    continue
-                interface = links.get(message["index"]) or message.get("IFA_LABEL") or f"if{message['index']}"
-                pairs.append((_normal(address), interface))
-            return pairs
+        # This thread enters the namespace for the call, and getifaddrs(3) (through psutil)
+        # makes its netlink socket there. Not pyroute2's IPRoute: decoding its link and address
+        # dumps in Python took 1.9 ms on an idle host against 0.03 ms, and the dashboard asks
+        # every few seconds (about 1% of a CPU in the emulated guest, for nothing).
+        with namespaces.entered(netns):
+            by_interface = psutil.net_if_addrs()
+        pairs = []
+        for name, addresses in by_interface.items():
+            # An IPv4 address with a label ("eth0:1") is on the interface before the colon: no
+            # interface name may hold one (dev_valid_name), so the part before it is the device.
+            interface = name.partition(":")[0]
+            for entry in addresses:
+                # getifaddrs gives IFA_LOCAL on point-to-point links, where IFA_ADDRESS is the peer.
+                if entry.family in _INET_FAMILIES and entry.address:
+                    pairs.append((_normal(entry.address.partition("%")[0]), interface))
+        return pairs
     except Exception as exc:  # netlink, namespace or permission trouble: the view says so, nothing crashes
         where = f" in netns {netns}" if netns else ""
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
@@ -98,6 +101,9 @@ def read_vip_owners(
         # Without the address list nothing is known to be held or not: show nothing rather than "not held".
         return {}, str(exc)
     return vip_owners(services, addresses, vrrp_instances), None
+
+
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 @functools.lru_cache(maxsize=65536)

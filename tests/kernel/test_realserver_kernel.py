@@ -244,3 +244,23 @@ def addresses_or_none(ns) -> set[str] | None:
         return addresses(ns)
     except AssertionError:  # no dummy0 yet
         return None
+
+
+def test_local_addresses_match_ip_addr_with_labels_peers_and_link_local(netns_pair):
+    # What the dashboard and `ipvsman vips` take as this host's addresses (ipvsman.vips, through
+    # getifaddrs), against `ip -j addr` in the same namespace: an IPv4 label is its device's, a
+    # point-to-point address is the local end, an IPv6 link-local address comes without its zone.
+    from ipvsman.vips import local_addresses
+
+    _, real = netns_pair
+    real.run("ip addr add 10.99.6.1/32 dev vb label vb:7 && ip addr add 10.99.7.1 peer 10.99.7.2 dev vb")
+    wait_until(lambda: "tentative" not in real.run("ip addr show").stdout, "IPv6 addresses settled")
+    expected = {
+        (info["local"], link["ifname"])
+        for link in json.loads(real.run("ip -j addr show").stdout)
+        for info in link["addr_info"]
+    }  # fmt: skip
+    found = set(local_addresses(real.name))
+    assert found == expected
+    assert ("10.99.6.1", "vb") in found and ("10.99.7.1", "vb") in found
+    assert any(address.startswith("fe80::") and interface == "vb" for address, interface in found)

@@ -69,6 +69,19 @@ def test_local_addresses_of_this_namespace_include_loopback():
     assert all(isinstance(address, str) and isinstance(interface, str) for address, interface in pairs)
 
 
+def test_local_addresses_agree_with_a_pyroute2_dump_of_the_same_namespace():
+    # getifaddrs (through psutil) against pyroute2's own address dump, on this machine's addresses.
+    import ipaddress
+
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
+        dumped = {(str(ipaddress.ip_address(message.get("IFA_LOCAL") or message.get("IFA_ADDRESS"))),
+                   names[message["index"]]) for message in ipr.get_addr()}  # fmt: skip
+    assert set(local_addresses()) == dumped
+
+
 def test_a_missing_namespace_is_a_one_line_error_and_is_not_created():
     name = f"ipvsman-test-absent-{uuid.uuid4().hex[:8]}"
     try:
