@@ -220,8 +220,16 @@ DEMO_STATES = {
 }
 
 
-def demo_verdicts(services: Iterable[Service], now: float) -> Verdicts:
-    """What an ipvsmand watching the demo director might say: written just now, never stale."""
+def demo_verdicts(services: Iterable[Service], now: float, earlier: Verdicts | None = None) -> Verdicts:
+    """What an ipvsmand watching the demo director might say: written just now, never stale.
+
+    With `earlier` (made for the same real servers at the same weights), its verdicts are kept as
+    they were, times included, as a daemon's stay while nothing changes state; only the time of
+    writing moves on. Made again for each snapshot, the states' "since" crept forward every second,
+    and 10,000 real servers took 111 ms of the loop's time (on the host)."""
+    if earlier is not None:
+        return Verdicts(SCHEMA, "demo", DEMO_PID, DEMO_TOPOLOGY, earlier.applied_at, now, 5.0, (),
+                        earlier.real_servers)  # fmt: skip
     found = []
     for service in services:
         check = "http" if service.key.port in (80, 443) else "dns" if service.key.protocol == "udp" else "tcp"

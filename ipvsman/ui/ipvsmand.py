@@ -52,6 +52,7 @@ class IpvsmandLink:
         self.reader: VerdictReader | None = None
         self._stale_said = False
         self._services: tuple = ()
+        self._demo_basis: tuple | None = None  # (layout, weights) the demo's verdicts were made for
 
     @property
     def watched(self) -> bool:
@@ -105,7 +106,11 @@ class IpvsmandLink:
         """A new snapshot: the demo's verdicts made for it, the drift against it worked out."""
         self._services = snapshot.services
         if self.demo:
-            self.verdicts = demo_verdicts(snapshot.services, snapshot.taken_at)
+            # The same real servers at the same weights: the demo daemon's verdicts stand as they were.
+            basis = (snapshot.layout, [dest.weight for service in snapshot.services for dest in service.dests])
+            same = snapshot.layout is not None and basis == self._demo_basis and self.verdicts is not None
+            self._demo_basis = basis
+            self.verdicts = demo_verdicts(snapshot.services, snapshot.taken_at, self.verdicts if same else None)
         self._work_out_drift()
 
     def _work_out_drift(self) -> None:

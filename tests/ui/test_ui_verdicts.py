@@ -260,6 +260,35 @@ def test_the_demo_shows_made_up_verdicts(dashboard):
     assert any(line.rstrip().endswith("ipvsmand") for line in text.splitlines())
 
 
+def test_the_demo_daemon_keeps_its_verdicts_times_until_a_weight_changes(dashboard):
+    # As a real daemon's: "DOWN since" stays put from poll to poll; a weight changed by the
+    # operator makes the demo's verdicts again (its configured weight follows the kernel's).
+    from ipvsman.demo import DemoBackend
+    from ipvsman.poller import Poller
+
+    backend = DemoBackend(seed=1, tick=1.0)
+    backend.open()
+    poller = Poller(backend, on_snapshot=lambda snapshot: None)
+    dashboard.ipvsmand.use_demo()
+    first = poller.poll_once()
+    dashboard.apply_snapshot(first)
+    down = next(v for v in dashboard.ipvsmand.verdicts.real_servers if v.state == "down")
+    second = poller.poll_once()
+    assert second.layout == first.layout and second.taken_at > first.taken_at
+    dashboard.apply_snapshot(second)
+    kept = dashboard.ipvsmand.verdicts
+    assert kept.by_dest[down.dest].since == down.since and kept.written_at == second.taken_at
+    assert not kept.stale(second.taken_at + 10)
+
+    service = next(s for s in second.services if any(d.weight for d in s.dests))
+    dest = next(d for d in service.dests if d.weight)
+    SetWeight(DestKey(service.key, dest.address, dest.port), dest.weight, dest.weight + 7).run(backend)
+    third = poller.poll_once()
+    dashboard.apply_snapshot(third)
+    remade = dashboard.ipvsmand.verdicts.by_dest[DestKey(service.key, dest.address, dest.port)]
+    assert remade.configured_weight == dest.weight + 7
+
+
 class SnapshotIpvs:
     """ipvsmand's kernel: the snapshot's IPVS, read and never changed (the operator has not let it act yet)."""
 

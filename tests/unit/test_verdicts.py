@@ -358,6 +358,19 @@ def test_demo_verdicts_have_a_down_a_rising_and_one_drift():
     assert not verdicts.stale(NOW + 10)
 
 
+def test_demo_verdicts_made_again_from_earlier_ones_keep_their_times():
+    from ipvsman.demo import DemoBackend
+
+    backend = DemoBackend(seed=1, tick=1.0)
+    backend.open()
+    services = backend.poll().services
+    first = demo_verdicts(services, NOW)
+    later = demo_verdicts(services, NOW + 30, first)
+    assert later.real_servers is first.real_servers and later.by_dest == first.by_dest
+    assert (later.written_at, later.applied_at) == (NOW + 30, first.applied_at)
+    assert demo_verdicts(services, NOW + 30).by_dest != first.by_dest  # made anew: every "since" moved
+
+
 # -- the reader thread ----------------------------------------------------------------------------
 def test_reader_reads_again_only_when_the_file_changed(tmp_path):
     path = tmp_path / "ipvsmand.json"
