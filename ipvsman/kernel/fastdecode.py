@@ -826,6 +826,49 @@ def _dest(values: tuple, service_af: str) -> model.Dest:
         _new_tuple(model.Rates, values[15:20]), af))  # fmt: skip
 
 
+class DestMemory:
+    """The real servers of the poll before, by the values they were decoded from (a layout's row).
+
+    A real server whose values did not change (no traffic, no change of weight: most of a large
+    director between two polls) is the same Dest object again, not ten thousand new tuples a
+    poll; snapshots then share it. Only rows that name their own family are kept (another's
+    Dest depends on its service's family too). Two generations: what the newest poll found, and
+    what the one before found, so that a real server gone is forgotten after one poll.
+    """
+
+    __slots__ = ("previous", "current")
+
+    def __init__(self):
+        self.previous: dict[tuple, model.Dest] = {}
+        self.current: dict[tuple, model.Dest] = {}
+
+    def turn(self) -> None:
+        """A poll has ended: what it found is what the next one compares with."""
+        self.previous, self.current = self.current, {}
+
+
+def _dests_of_rows(rows: list[tuple], service_af: str, memory: DestMemory | None, skipped) -> list[model.Dest | None]:
+    recall = memory.previous.get if memory is not None else {}.get
+    keep = memory.current if memory is not None else {}
+    families = _FAMILIES
+    dests: list[model.Dest | None] = []
+    for values in rows:
+        dest = recall(values)
+        if dest is None:
+            try:
+                dest = _dest(values, service_af)
+            except (nl.Undecodable, ValueError, OSError):
+                skipped[_SKIP_UNDECODABLE] += 1
+                dests.append(None)
+                continue
+            if values[9] in families:
+                keep[values] = dest
+        else:
+            keep[values] = dest
+        dests.append(dest)
+    return dests
+
+
 def _only_nest(msg: RawMessage, number: int, skipped) -> tuple[int, int]:
     """The span of the nest a message carries; at once when it is the message's only attribute."""
     data = msg.data
@@ -1127,6 +1170,7 @@ class FastDecoder:
 
     message = RawMessage
     marshal = BatchMarshal
+    dest_memory = DestMemory
     dest_dump_request = staticmethod(dest_dump_request)
 
     @staticmethod
@@ -1242,22 +1286,16 @@ class FastDecoder:
 
     @staticmethod
     def dest_replies(marshal: BatchMarshal, service_af: str, skipped: collections.Counter, data,
-                     sequence: int) -> tuple[list[model.Dest | None], bool]:  # fmt: skip
+                     sequence: int, memory: DestMemory | None = None) -> tuple[list[model.Dest | None], bool]:  # fmt: skip
         """The real servers in one datagram answering dest dump `sequence`, and whether it ends the
         dump (netlink.IpvsSocket's reader for dest dumps). A datagram of real servers of a shape
-        seen before is read at once (DatagramLayout); any other goes through marshal.replies()
-        and dest(), and teaches its shape. None stands for a real server that could not be decoded."""
+        seen before is read at once (DatagramLayout), a real server unchanged since the poll
+        before coming back from `memory`; any other goes through marshal.replies() and dest(),
+        and teaches its shape. None stands for a real server that could not be decoded."""
         found = DEST_LAYOUTS.read_datagram(data, sequence, skipped)
         if found is not None:
             rows, more = found
-            dests: list[model.Dest | None] = []
-            for values in rows:
-                try:
-                    dests.append(_dest(values, service_af))
-                except (nl.Undecodable, ValueError, OSError):
-                    skipped[_SKIP_UNDECODABLE] += 1
-                    dests.append(None)
-            return dests, not more
+            return _dests_of_rows(rows, service_af, memory, skipped), not more
         messages, complete = marshal.replies(data, sequence)
         dests = [FastDecoder.dest(msg, service_af, skipped) for msg in messages]
         if messages and dests[0] is not None and isinstance(messages[0], RawMessage):

@@ -764,6 +764,9 @@ class IpvsSocket(GenericNetlinkSocket):
         super().__init__(**socket_options)
         self.decoder = decoder
         self._sequence = SEQUENCE_FIRST
+        # A decoder may keep the real servers of the poll before (FastDecoder: fastdecode.DestMemory).
+        new_memory = getattr(decoder, "dest_memory", None)
+        self._dest_memory = new_memory() if new_memory is not None else None
         marshal = getattr(decoder, "marshal", None)
         if marshal is not None:
             self.asyncore.set_marshal(marshal())
@@ -843,7 +846,8 @@ class IpvsSocket(GenericNetlinkSocket):
         dest_replies = getattr(self.decoder, "dest_replies", None)
         try:
             if dest_replies is not None:
-                dests = self._get(request, DUMP, functools.partial(dest_replies, self.asyncore.marshal, key.af, skipped))
+                reader = functools.partial(dest_replies, self.asyncore.marshal, key.af, skipped, memory=self._dest_memory)
+                dests = self._get(request, DUMP, reader)
             else:
                 decode = self.decoder.dest
                 dests = [decode(msg, key.af, skipped) for msg in self._get(request, DUMP)]
@@ -886,6 +890,8 @@ class IpvsSocket(GenericNetlinkSocket):
                 continue
             services.append(with_dests(service, tuple(dests)))
         daemons = [decoder.daemon(msg, skipped) for msg in self._request(CMD_GET_DAEMON, flags=DUMP)]
+        if self._dest_memory is not None:
+            self._dest_memory.turn()
         return IpvsDump(
             info=decoder.info(info_msg),
             timeouts=decoder.timeouts(config_msg),

@@ -819,3 +819,69 @@ def test_a_service_whose_counters_do_not_end_it_is_always_walked(fresh_layouts, 
     for _ in range(3):
         assert agree("service", encode(nl.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", nest)]))[0].key.fwmark == 7
     assert len(walked) == 6  # agree decodes twice a call
+
+
+# -- real servers unchanged since the poll before ----------------------------------------------
+
+
+def polls_through_one_socket(kernel: StandInKernel, changes) -> list[nl.IpvsDump]:
+    """A poll, then one more after each of `changes` (a function changing the stand-in's answers)."""
+    sock = nl.IpvsSocket(fd.FastDecoder, use_socket=kernel.sock)
+    sock.asyncore.marshal.msg_map[FAMILY_ID] = fd.FastDecoder.message
+    sock.asyncore._prid = FAMILY_ID
+    try:
+        polls = [sock.read_all(collections.Counter())]
+        for change in changes:
+            change()
+            polls.append(sock.read_all(collections.Counter()))
+        return polls
+    finally:
+        sock.close()
+
+
+def test_a_real_server_unchanged_since_the_poll_before_is_the_same_object(fresh_layouts):
+    kernel = StandInKernel(services=3, dests=5)
+    dumps = kernel.dumps[dest_payload(1)]
+
+    def busier():  # the second real server of the second service: one connection more
+        dumps[1] = kernel_dest(ADDR=v4("172.16.1.2"), WEIGHT=1, PORT=8001, ACTIVE_CONNS=6)
+
+    def removed():
+        del dumps[4]
+
+    def unchanged():
+        pass
+
+    try:
+        first, second, third, fourth, fifth = polls_through_one_socket(
+            kernel, [unchanged, busier, removed, unchanged])  # fmt: skip
+    finally:
+        kernel.close()
+    identical = [[a is b for a, b in zip(s.dests, t.dests)] for s, t in zip(second.services, third.services)]
+    assert identical == [[True] * 5, [True, False, True, True, True], [True] * 5]
+    assert third.services[1].dests[1].active_conns == 6 and second.services[1].dests[1].active_conns == 5
+    assert len(fourth.services[1].dests) == 4 and all(a is b for a, b in zip(third.services[1].dests, fourth.services[1].dests))
+    assert all(a is b for s, t in zip(fourth.services, fifth.services) for a, b in zip(s.dests, t.dests))
+    # Equal values whichever way they came: the same as a fresh decoder's (first) and pyroute2's.
+    kernel = StandInKernel(services=3, dests=5)
+    try:
+        slow = poll_through_socket(kernel, nl.NlaDecoder)
+    finally:
+        kernel.close()
+    assert first == second == slow
+
+
+def test_the_memory_forgets_real_servers_gone_and_keeps_none_of_another_family():
+    memory = fd.DestMemory()
+    row = (v4("10.0.0.1"), socket.htons(80), 0, 1, 0, 0, 0, 0, 0, socket.AF_INET) + (0,) * 10
+    foreign = row[:9] + (99,) + row[10:]  # a family the decoder does not know: the service's decides
+    skipped = collections.Counter()
+    first = fd._dests_of_rows([row, foreign], "inet", memory, skipped)
+    memory.turn()
+    again = fd._dests_of_rows([row, foreign], "inet6", memory, skipped)
+    assert again[0] is first[0] and first[0].af == "inet"
+    assert (first[1].af, again[1].af) == ("inet", "inet6")  # decoded anew under each service
+    assert list(memory.current) == [row]
+    memory.turn()
+    memory.turn()  # a poll that did not see it
+    assert fd._dests_of_rows([row], "inet", memory, skipped)[0] is not first[0] and not skipped
