@@ -159,8 +159,8 @@ class Wait:
 
     @classmethod
     def of(cls, key: str, view: str, arrived: float, idle: CpuClocks, turn: CpuClocks, events: tuple[int, float],
-           poller: Poller) -> Wait:  # fmt: skip
-        done = CpuClocks.take(poller)
+           done: CpuClocks) -> Wait:  # fmt: skip
+        """`done` is the clocks taken as the key's frame ended: the same moment its recorded wait ends."""
 
         def polling(start: CpuClocks, end: CpuClocks) -> float | None:
             return None if start.poller is None or end.poller is None else (end.poller - start.poller) * 1000
@@ -245,12 +245,12 @@ def run(scene, seconds: float, seed: int = 12, mean_pause: float = 3.0, log=prin
                     key = next(keys)
                     dashboard.top.keypress(SIZE, key)
                     dashboard.top.render(SIZE, focus=True)
-                    done = time.monotonic()
-                    wait = (done - next_key) * 1000
+                    done = CpuClocks.take(poller)
+                    wait = (done.at - next_key) * 1000
                     waits.append(wait)
-                    spans.append((next_key, done))
+                    spans.append((next_key, done.at))
                     if wait > TARGET_MS or not slow or wait > slow[0].wait:
-                        slow.append(Wait.of(key, dashboard.view.name, next_key, idle, turn, (ran, events), poller))
+                        slow.append(Wait.of(key, dashboard.view.name, next_key, idle, turn, (ran, events), done))
                         slow.sort(key=lambda item: -item.wait)
                         del slow[SLOW_KEPT:]
                     next_key += next(gaps)
