@@ -857,32 +857,34 @@ class DestMemory:
 
 def _dests_of_rows(rows: list[tuple], service_af: str, memory: DestMemory | None, skipped) -> list[model.Dest | None]:
     keep = memory.current if memory is not None else None
-    dests: list[model.Dest | None] = []
     if keep is None:
-        for values in rows:
-            try:
-                dests.append(_dest(values, service_af))
-            except (nl.Undecodable, ValueError, OSError):
-                skipped[_SKIP_UNDECODABLE] += 1
-                dests.append(None)
-        return dests
+        try:
+            return [_dest(values, service_af) for values in rows]
+        except (nl.Undecodable, ValueError, OSError):  # rare: find which rows, and count them
+            return [_dest_or_none(values, service_af, skipped) for values in rows]
     recall = memory.previous.get
     families = _FAMILIES
+    dests: list[model.Dest | None] = []
     for values in rows:
         dest = recall(values)
         if dest is None:
-            try:
-                dest = _dest(values, service_af)
-            except (nl.Undecodable, ValueError, OSError):
-                skipped[_SKIP_UNDECODABLE] += 1
-                dests.append(None)
-                continue
-            if values[9] in families:
+            dest = _dest_or_none(values, service_af, skipped)
+            # A row of a family the decoder does not know makes a Dest of the service's family.
+            if dest is not None and values[9] in families:
                 keep[values] = dest
         else:
             keep[values] = dest
         dests.append(dest)
     return dests
+
+
+def _dest_or_none(values: tuple, service_af: str, skipped) -> model.Dest | None:
+    """_dest(), or None for a row that cannot be decoded (counted)."""
+    try:
+        return _dest(values, service_af)
+    except (nl.Undecodable, ValueError, OSError):
+        skipped[_SKIP_UNDECODABLE] += 1
+        return None
 
 
 def _only_nest(msg: RawMessage, number: int, skipped) -> tuple[int, int]:

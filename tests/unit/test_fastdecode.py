@@ -888,3 +888,18 @@ def test_the_memory_forgets_real_servers_gone_and_keeps_none_of_another_family()
     memory.turn()
     memory.turn()  # a poll that did not see it
     assert fd._dests_of_rows([row], "inet", memory, skipped)[0] is not first[0] and not skipped
+
+
+@pytest.mark.parametrize("remembering", [False, True])
+def test_an_undecodable_real_server_is_counted_and_its_neighbours_kept(remembering):
+    memory = None
+    if remembering:
+        memory = fd.DestMemory()
+        memory.turn()  # past a socket's first poll, which keeps nothing
+    row = (v4("10.0.0.1"), socket.htons(80), 0, 1, 0, 0, 0, 0, 0, socket.AF_INET) + (0,) * 10
+    unknown_method = row[:2] + (5,) + row[3:]  # forwarding method 5: none the kernel has
+    other = (v4("10.0.0.2"),) + row[1:]
+    skipped = collections.Counter()
+    dests = fd._dests_of_rows([row, unknown_method, other], "inet", memory, skipped)
+    assert [dest and dest.address for dest in dests] == ["10.0.0.1", None, "10.0.0.2"]
+    assert skipped == {nl.SKIP_UNDECODABLE: 1}
