@@ -91,8 +91,13 @@ class PtyProcess:
 
     def cpu_seconds(self) -> float:
         """User + system time of the process and of the children it has waited for."""
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """User time and system time (the kernel's work for it: netlink dumps, /proc reads) of the
+        process and of the children it has waited for."""
         times = psutil.Process(self.proc.pid).cpu_times()
-        return times.user + times.system + times.children_user + times.children_system
+        return times.user + times.children_user, times.system + times.children_system
 
     def thread_cpu(self) -> dict[str, float]:
         """User + system time of each thread of the process, by its kernel name (ipvsman names its own)."""
@@ -129,16 +134,22 @@ def watch_ipvsman(director: Director, seconds: float, log=print) -> dict:
         started = process.wait_for(POLL_NUMBER, START_TIMEOUT)
         if started is None:
             raise RuntimeError(f"ipvsman showed no poll within {START_TIMEOUT:.0f} s; screen: {process.screen_text()!r}")
-        cpu_before, threads_before = process.cpu_seconds(), process.thread_cpu()
+        split_before, threads_before = process.cpu_split(), process.thread_cpu()
         first = _last_poll_number(process)
         time.sleep(max(0.0, started + seconds - time.monotonic()))
-        cpu, threads = process.cpu_seconds() - cpu_before, process.thread_cpu()
+        split, threads = process.cpu_split(), process.thread_cpu()
         last = _last_poll_number(process)
         by_thread = {name: round(value - threads_before.get(name, 0.0), 2) for name, value in threads.items()}
-        return {"cpu": cpu, "refreshes": last - first, "seconds": seconds, "threads": by_thread}
+        return {**_cpu_figures(split_before, split), "refreshes": last - first, "seconds": seconds, "threads": by_thread}
     finally:
         process.close()
         os.unlink(audit.name)
+
+
+def _cpu_figures(before: tuple[float, float], after: tuple[float, float]) -> dict[str, float]:
+    """CPU seconds between two cpu_split()s: in all, in user space and in the kernel."""
+    user, system = after[0] - before[0], after[1] - before[1]
+    return {"cpu": user + system, "user": round(user, 2), "system": round(system, 2)}
 
 
 def _last_poll_number(process: PtyProcess) -> int:
@@ -185,12 +196,12 @@ def watch_ipvsadm(director: Director, seconds: float, whole: bool = False) -> di
             raise RuntimeError(f"watch showed no listing within {START_TIMEOUT:.0f} s; screen: {process.screen_text()!r}")
         counter = threading.Thread(target=count_runs, daemon=True)
         counter.start()
-        cpu_before = process.cpu_seconds()
+        split_before = process.cpu_split()
         time.sleep(max(0.0, started + seconds - time.monotonic()))
-        cpu = process.cpu_seconds() - cpu_before
+        split = process.cpu_split()
         stop.set()
         counter.join()
-        return {"cpu": cpu, "refreshes": len(seen), "seconds": seconds}
+        return {**_cpu_figures(split_before, split), "refreshes": len(seen), "seconds": seconds}
     finally:
         stop.set()
         process.close()
@@ -217,6 +228,8 @@ def run(director: Director, seconds: float, log=print) -> Report:
                note=f"{ours['refreshes']} vs {whole['refreshes']} refreshes")  # fmt: skip
     )
     report.notes.append(f"watch: ipvsman's CPU by thread over {seconds:g} s: {_threads_text(ours)}")
+    report.notes.append(f"watch: user and system CPU over {seconds:g} s: ipvsman {_split_text(ours)}; "
+                        f"the listing loop {_split_text(whole)}")
     per_ours = per_refresh(ours)
     report.figures.append(Figure("watch", f"CPU per refresh, {scale}", per_ours, "CPU s", per_refresh(theirs),
                                  "watch -n1 ipvsadm -Ln --stats (cut off after a screenful)"))  # fmt: skip
@@ -255,6 +268,13 @@ def run_with_table(director: Director, messages: list, entries: int, seconds: fl
                note=f"{ours['refreshes']} vs {whole['refreshes']} refreshes")  # fmt: skip
     )
     return report
+
+
+def _split_text(watched: dict) -> str:
+    """User and system CPU, in all and per refresh: system time is the kernel's work for the dumps."""
+    refreshes = watched["refreshes"] or 1
+    return (f"user {watched['user']:.1f} s, system {watched['system']:.1f} s "
+            f"({watched['user'] / refreshes:.3f} + {watched['system'] / refreshes:.3f} s a refresh)")
 
 
 def _threads_text(watched: dict) -> str:

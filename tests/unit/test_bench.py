@@ -132,6 +132,23 @@ def test_a_command_on_a_pseudo_terminal_is_watched_and_stopped():
     assert process.proc.poll() is not None
 
 
+def test_watch_figures_keep_user_and_system_time_apart():
+    figures = watch._cpu_figures((1.0, 0.5), (4.0, 2.5))
+    assert figures == {"cpu": 5.0, "user": 3.0, "system": 2.0}
+    text = watch._split_text({**figures, "refreshes": 4})
+    assert text == "user 3.0 s, system 2.0 s (0.750 + 0.500 s a refresh)"
+    # A process that spends its time in the kernel shows it as system time.
+    script = "printf 'poll #1 '; dd if=/dev/zero of=/dev/null bs=64 count=2000000 2>/dev/null; printf 'poll #2 '; sleep 30"
+    process = watch.PtyProcess(["sh", "-c", script], watch.terminal_env())
+    process.watch_for(watch.POLL_NUMBER)
+    try:
+        assert process.wait_for(re.compile(rb"poll #2"), 60) is not None
+        user, system = process.cpu_split()
+    finally:
+        process.close()
+    assert system > 0.05 and user >= 0
+
+
 def test_the_screen_benchmark_at_a_tiny_size():
     report = screen.run((12, 2, 60), [4, 8], [30, 60], busy=0.05, presses=4, log=lambda message: None)
     views = ("virtual", "bindings", "realservers", "connections", "sync")
