@@ -310,14 +310,14 @@ def test_oneshot_measures_past_the_imports_and_less_the_start_up_with_ipvsadm_in
     def timed(argv):
         if argv[0] == "ip":
             order.append("ipvsadm")
-            return oneshot.Run(1.0, 0.9)
+            return oneshot.Run(1.0, 0.9, system=0.3)
         where = argv[argv.index("--netns") + 1]
         order.append(where)
         assert argv[1] == "-c" and oneshot.MARK in argv[2]
         if where == "empty":
             timings["empty"].append(next(startups))
-            return oneshot.Run(timings["empty"][-1], 8.0, 0.5, 0.4)
-        return oneshot.Run(timings["empty"][-1] + 1.4, 9.2, 1.8, 1.5)
+            return oneshot.Run(timings["empty"][-1], 8.0, 0.5, 0.4, system=0.5)
+        return oneshot.Run(timings["empty"][-1] + 1.4, 9.2, 1.8, 1.5, system=0.9)
 
     monkeypatch.setattr(oneshot, "_timed", timed)
     monkeypatch.setattr(oneshot, "Netns", FakeNetns)
@@ -333,12 +333,16 @@ def test_oneshot_measures_past_the_imports_and_less_the_start_up_with_ipvsadm_in
     assert cpu.value == pytest.approx(1.2) and cpu.reference == pytest.approx(0.9) and cpu.unit == "CPU s"
     assert "1.20, 1.20, 1.20 CPU s" in cpu.note
     assert whole.value == pytest.approx(13.4) and "12.00 s of it" in whole.label
+    # The kernel's part apart: 0.4 CPU s of system time for the director's size against ipvsadm's 0.3.
+    (split,) = [note for note in report.notes if "system CPU" in note]
+    assert "empty director's 0.40 s, ipvsadm 0.30 s" in split and "user CPU: ipvsman 0.70 s" in split
+    assert "ipvsadm 0.60 s" in split
 
 
 def test_the_mark_of_the_imports_is_read_from_a_real_process():
     from ipvsman.bench import oneshot
 
     run = oneshot._timed([sys.executable, "-c", oneshot.MARK_IMPORTS, "--demo", "--once", "--json"])
-    assert 0 < run.rest_wall < run.wall and 0 <= run.rest_cpu < run.cpu
+    assert 0 < run.rest_wall < run.wall and 0 <= run.rest_cpu < run.cpu and 0 <= run.system < run.cpu
     plain = oneshot._timed([sys.executable, "-c", "pass"])
     assert plain.rest_wall is None and plain.rest_cpu is None
