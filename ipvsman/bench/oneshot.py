@@ -119,12 +119,12 @@ def run(director: Director, runs: int = 3, log=print) -> Report:
                note=f"median of {runs}: {', '.join(f'{value:.2f}' for value in past_cpu)} CPU s")  # fmt: skip
     )
     # The kernel's part (system time): the same dumps for both, so what differs is user space.
-    systems = [director_run.system - empty_run.system for empty_run, director_run, _ in rounds]
+    ours_system = statistics.median(director_run.system - empty_run.system for empty_run, director_run, _ in rounds)
+    theirs_system = statistics.median(listed.system for _, _, listed in rounds)
     report.notes.append(
         f"oneshot: system CPU (the kernel's work), median of {runs}: ipvsman's run on the director less the empty "
-        f"director's {statistics.median(systems):.2f} s, ipvsadm {statistics.median(r[2].system for r in rounds):.2f} s; "
-        f"user CPU: ipvsman {rest_past_cpu - statistics.median(systems):.2f} s (past its imports), "
-        f"ipvsadm {theirs_cpu - statistics.median(r[2].system for r in rounds):.2f} s"
+        f"director's {ours_system:.2f} s, ipvsadm {theirs_system:.2f} s; user CPU: ipvsman "
+        f"{rest_past_cpu - ours_system:.2f} s (past its imports), ipvsadm {theirs_cpu - theirs_system:.2f} s"
     )
     report.figures.append(
         Figure("oneshot", "past its imports on an empty director (socket, family, a poll of nothing, exit)", fixed,

@@ -89,10 +89,6 @@ class PtyProcess:
         with self.lock:
             return ESCAPES.sub(b"", self.tail).decode("utf-8", "replace")[-600:]
 
-    def cpu_seconds(self) -> float:
-        """User + system time of the process and of the children it has waited for."""
-        return sum(self.cpu_split())
-
     def cpu_split(self) -> tuple[float, float]:
         """User time and system time (the kernel's work for it: netlink dumps, /proc reads) of the
         process and of the children it has waited for."""
@@ -272,9 +268,11 @@ def run_with_table(director: Director, messages: list, entries: int, seconds: fl
 
 def _split_text(watched: dict) -> str:
     """User and system CPU, in all and per refresh: system time is the kernel's work for the dumps."""
-    refreshes = watched["refreshes"] or 1
-    return (f"user {watched['user']:.1f} s, system {watched['system']:.1f} s "
-            f"({watched['user'] / refreshes:.3f} + {watched['system'] / refreshes:.3f} s a refresh)")
+    text = f"user {watched['user']:.1f} s, system {watched['system']:.1f} s"
+    refreshes = watched["refreshes"]
+    if not refreshes:
+        return f"{text} (no refresh)"
+    return f"{text} ({watched['user'] / refreshes:.3f} + {watched['system'] / refreshes:.3f} s a refresh)"
 
 
 def _threads_text(watched: dict) -> str:
